@@ -1,0 +1,547 @@
+// SPDX-License-Identifier: MIT
+pragma solidity ^0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
+import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
+
+import {IMachinePay} from "./interfaces/IMachinePay.sol";
+import {PaymentHash} from "./libraries/PaymentHash.sol";
+import {NonceWindow} from "./libraries/NonceWindow.sol";
+import {PackedState} from "./libraries/PackedState.sol";
+
+/// @title MachinePay
+/// @notice Owners escrow funds and bound what each device key may spend; anyone settles batches of
+///         device-signed EIP-712 payments against those bounds. See IMachinePay for the API.
+/// @dev Reentrancy: settle makes no external call (ledger entries only, ecrecover is a
+///      precompile). Deposits and withdrawals call tokens or send the native coin and are guarded
+///      with ReentrancyGuardTransient; withdrawals debit the ledger before the transfer.
+contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
+    using SafeERC20 for IERC20;
+    using PackedState for uint256;
+
+    /// @notice Policy id a revoked device points to; never allocated.
+    uint32 internal constant REVOKED = type(uint32).max;
+
+    /// @inheritdoc IMachinePay
+    uint256 public immutable NOTICE_PERIOD;
+
+    /// @dev Owner-wide state: epoch(32) | hasPolicies(8). One slot, warm after a fleet's first item.
+    struct OwnerState {
+        uint32 epoch;
+        bool hasPolicies;
+    }
+
+    mapping(address account => mapping(address token => uint256)) internal _balances;
+    mapping(address owner => mapping(address token => PendingWithdrawal)) internal _withdrawals;
+    mapping(address owner => OwnerState) internal _owners;
+    mapping(uint32 policyId => Policy) internal _policies;
+    mapping(uint32 policyId => mapping(address payee => bool)) internal _payeeAllowed;
+    mapping(address device => DeviceState) internal _devices;
+    uint32 internal _policyCount;
+
+    /// @param noticePeriod Seconds between announcing and executing an owner withdrawal.
+    constructor(uint256 noticePeriod) EIP712("MachinePay", "1") {
+        NOTICE_PERIOD = noticePeriod;
+    }
+
+    // =============================================================================================
+    // Escrow
+    // =============================================================================================
+
+    /// @inheritdoc IMachinePay
+    function deposit(address token, uint256 amount) external payable nonReentrant {
+        _deposit(msg.sender, token, amount);
+    }
+
+    /// @inheritdoc IMachinePay
+    function depositFor(address account, address token, uint256 amount) external payable nonReentrant {
+        if (account == address(0)) revert ZeroAddress();
+        _deposit(account, token, amount);
+    }
+
+    /// @inheritdoc IMachinePay
+    function withdraw(address token, uint256 amount, address to) external nonReentrant {
+        if (_owners[msg.sender].hasPolicies) revert NoticeRequired(msg.sender, token);
+        if (amount == 0) revert ZeroAmount();
+        _debit(msg.sender, token, amount);
+        _send(msg.sender, token, amount, to);
+    }
+
+    /// @inheritdoc IMachinePay
+    function announceWithdrawal(address token, uint256 amount) external {
+        if (amount == 0) revert ZeroAmount();
+        uint256 readyAt = block.timestamp + NOTICE_PERIOD;
+        uint192 capped = amount > type(uint192).max ? type(uint192).max : uint192(amount);
+        _withdrawals[msg.sender][token] = PendingWithdrawal({amount: capped, readyAt: uint64(readyAt)});
+        emit WithdrawalAnnounced(msg.sender, token, capped, readyAt);
+    }
+
+    /// @inheritdoc IMachinePay
+    function executeWithdrawal(address token, address to) external nonReentrant returns (uint256 withdrawn) {
+        PendingWithdrawal memory pending = _withdrawals[msg.sender][token];
+        if (pending.readyAt == 0) revert NoPendingWithdrawal(msg.sender, token);
+        if (block.timestamp < pending.readyAt) revert WithdrawalNotReady(pending.readyAt, block.timestamp);
+        uint256 balance = _balances[msg.sender][token];
+        withdrawn = pending.amount < balance ? pending.amount : balance;
+        delete _withdrawals[msg.sender][token];
+        if (withdrawn == 0) revert InsufficientLedgerBalance(msg.sender, token, 0, pending.amount);
+        _balances[msg.sender][token] = balance - withdrawn;
+        _send(msg.sender, token, withdrawn, to);
+    }
+
+    /// @inheritdoc IMachinePay
+    function cancelWithdrawal(address token) external {
+        if (_withdrawals[msg.sender][token].readyAt == 0) revert NoPendingWithdrawal(msg.sender, token);
+        delete _withdrawals[msg.sender][token];
+        emit WithdrawalCancelled(msg.sender, token);
+    }
+
+    function _deposit(address account, address token, uint256 amount) internal {
+        if (amount == 0) revert ZeroAmount();
+        uint256 received;
+        if (token == address(0)) {
+            if (msg.value != amount) revert NativeAmountMismatch(msg.value, amount);
+            received = amount;
+        } else {
+            if (msg.value != 0) revert UnexpectedNativeValue(msg.value);
+            // Credit what arrived, not what was asked: fee-on-transfer tokens deliver less.
+            uint256 before = IERC20(token).balanceOf(address(this));
+            IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
+            received = IERC20(token).balanceOf(address(this)) - before;
+            if (received == 0) revert ZeroAmount();
+        }
+        _balances[account][token] += received;
+        emit Deposited(account, token, received);
+    }
+
+    function _debit(address account, address token, uint256 amount) internal {
+        uint256 balance = _balances[account][token];
+        if (balance < amount) revert InsufficientLedgerBalance(account, token, balance, amount);
+        _balances[account][token] = balance - amount;
+    }
+
+    /// @dev Called after the ledger is debited (effects before interactions).
+    function _send(address account, address token, uint256 amount, address to) internal {
+        if (to == address(0)) revert ZeroAddress();
+        emit Withdrawn(account, token, to, amount);
+        if (token == address(0)) {
+            (bool ok,) = to.call{value: amount}("");
+            if (!ok) revert NativeTransferFailed(to, amount);
+        } else {
+            IERC20(token).safeTransfer(to, amount);
+        }
+    }
+
+    // =============================================================================================
+    // Policies and devices
+    // =============================================================================================
+
+    /// @inheritdoc IMachinePay
+    function createPolicy(PolicyParams calldata params) public returns (uint32 policyId) {
+        uint32 count = _policyCount;
+        if (count == REVOKED - 1) revert TooManyPolicies();
+        policyId = count + 1;
+        _policyCount = policyId;
+        _owners[msg.sender].hasPolicies = true;
+        _writePolicy(policyId, params, false);
+    }
+
+    /// @inheritdoc IMachinePay
+    function updatePolicy(uint32 policyId, PolicyParams calldata params) external {
+        _requirePolicyOwner(policyId);
+        _writePolicy(policyId, params, _policies[policyId].paused);
+    }
+
+    /// @inheritdoc IMachinePay
+    function setPolicyPaused(uint32 policyId, bool paused) external {
+        _requirePolicyOwner(policyId);
+        _policies[policyId].paused = paused;
+        emit PolicyPausedSet(policyId, paused);
+    }
+
+    /// @inheritdoc IMachinePay
+    function setPayees(uint32 policyId, address[] calldata payees, bool allowed) external {
+        _requirePolicyOwner(policyId);
+        mapping(address => bool) storage list = _payeeAllowed[policyId];
+        for (uint256 i; i < payees.length; ++i) {
+            list[payees[i]] = allowed;
+        }
+        emit PayeesSet(policyId, payees, allowed);
+    }
+
+    /// @inheritdoc IMachinePay
+    function assignDevices(uint32 policyId, address[] calldata devices) external {
+        _requirePolicyOwner(policyId);
+        for (uint256 i; i < devices.length; ++i) {
+            _assign(devices[i], policyId);
+        }
+    }
+
+    /// @inheritdoc IMachinePay
+    function registerDevice(address device, PolicyParams calldata params) external returns (uint32 policyId) {
+        policyId = createPolicy(params);
+        _assign(device, policyId);
+    }
+
+    /// @inheritdoc IMachinePay
+    function setDevicePaused(address device, bool paused) external {
+        _requireDeviceOwner(device);
+        _devices[device].paused = paused;
+        emit DevicePausedSet(device, paused);
+    }
+
+    /// @inheritdoc IMachinePay
+    function revokeDevice(address device) external {
+        _requireDeviceOwner(device);
+        // Counters and nonces stay: the key can never settle again anyway.
+        _devices[device].policyId = REVOKED;
+        emit DeviceRevokedForever(device, msg.sender);
+    }
+
+    /// @inheritdoc IMachinePay
+    function freezeAll() external {
+        uint32 epoch = _owners[msg.sender].epoch + 1;
+        _owners[msg.sender].epoch = epoch;
+        emit OwnerFrozen(msg.sender, epoch);
+    }
+
+    function _writePolicy(uint32 policyId, PolicyParams calldata params, bool paused) internal {
+        if (params.periodLength == 0) revert InvalidPeriodLength(0);
+        if (params.validUntil != 0 && params.validUntil <= params.validFrom) {
+            revert InvalidValidity(params.validFrom, params.validUntil);
+        }
+        Policy memory policy = Policy({
+            owner: msg.sender,
+            epoch: _owners[msg.sender].epoch,
+            validFrom: params.validFrom,
+            validUntil: params.validUntil,
+            token: params.token,
+            periodLength: params.periodLength,
+            payeesRestricted: params.payeesRestricted,
+            paused: paused,
+            maxPerPayment: params.maxPerPayment,
+            maxPerPeriod: params.maxPerPeriod,
+            lifetimeMax: params.lifetimeMax
+        });
+        _policies[policyId] = policy;
+        emit PolicySet(policyId, msg.sender, policy);
+    }
+
+    function _assign(address device, uint32 policyId) internal {
+        if (device == address(0)) revert ZeroAddress();
+        DeviceState storage state = _devices[device];
+        uint32 current = state.policyId;
+        if (current == REVOKED) revert DeviceIsRevoked(device);
+        if (current != 0) {
+            address owner = _policies[current].owner;
+            if (owner != msg.sender) revert DeviceOwnedByAnother(device, owner);
+        }
+        // Nonces and counters are kept: re-assigning must never make an old signature valid again.
+        state.policyId = policyId;
+        emit DeviceAssigned(device, policyId, msg.sender);
+    }
+
+    function _requirePolicyOwner(uint32 policyId) internal view {
+        address owner = _policies[policyId].owner;
+        if (owner == address(0)) revert UnknownPolicy(policyId);
+        if (owner != msg.sender) revert NotPolicyOwner(policyId, msg.sender);
+    }
+
+    function _requireDeviceOwner(address device) internal view {
+        uint32 policyId = _devices[device].policyId;
+        if (policyId == 0) revert DeviceNotRegistered(device);
+        if (policyId == REVOKED) revert DeviceIsRevoked(device);
+        if (_policies[policyId].owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
+    }
+
+    // =============================================================================================
+    // Settlement
+    // =============================================================================================
+
+    /// @inheritdoc IMachinePay
+    function settle(address token, SignedPayment[] calldata payments, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        return _settle(token, payments, feeRecipient == address(0) ? msg.sender : feeRecipient);
+    }
+
+    /// @inheritdoc IMachinePay
+    function preview(address token, SignedPayment[] calldata payments, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        // Run the real settlement in a call that always reverts, carrying its results out: the
+        // preview can never drift from what settle does, and no state survives it.
+        try this.previewAndRevert(token, payments, feeRecipient == address(0) ? msg.sender : feeRecipient) {}
+        catch (bytes memory data) {
+            if (data.length < 4 || bytes4(data) != PreviewResult.selector) {
+                assembly ("memory-safe") {
+                    revert(add(data, 0x20), mload(data))
+                }
+            }
+            assembly ("memory-safe") {
+                // Drop the selector in place: what follows is abi.encode(reasons, devices).
+                let len := sub(mload(data), 4)
+                data := add(data, 4)
+                mstore(data, len)
+            }
+            (reasons, devices) = abi.decode(data, (Reason[], address[]));
+        }
+    }
+
+    /// @notice Used by preview only: settles, then reverts with PreviewResult. Always reverts.
+    /// @param token As in settle. @param payments As in settle. @param feeRecipient As in settle.
+    function previewAndRevert(address token, SignedPayment[] calldata payments, address feeRecipient) external {
+        (Reason[] memory reasons, address[] memory devices) = _settle(token, payments, feeRecipient);
+        revert PreviewResult(reasons, devices);
+    }
+
+    function _settle(address token, SignedPayment[] calldata payments, address feeRecipient)
+        internal
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        uint256 n = payments.length;
+        reasons = new Reason[](n);
+        devices = new address[](n);
+        uint256 settled;
+        for (uint256 i; i < n; ++i) {
+            (Reason reason, address device) = _settleOne(token, payments[i], feeRecipient);
+            devices[i] = device;
+            if (reason == Reason.None) {
+                ++settled;
+            } else {
+                reasons[i] = reason;
+                emit PaymentSkipped(i, device, reason);
+            }
+        }
+        emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
+    }
+
+    /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: each
+    ///      slot is read once into a stack word (see PackedState) and the device slot written once.
+    function _settleOne(address token, SignedPayment calldata p, address feeRecipient)
+        internal
+        returns (Reason reason, address device)
+    {
+        {
+            bytes32 digest = _hashTypedDataV4(PaymentHash.hashPacked(token, p.payeeAmount, p.terms, p.ref));
+            ECDSA.RecoverError err;
+            (device, err,) = ECDSA.tryRecover(digest, p.r, p.vs);
+            if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
+        }
+        (uint256 d, address owner, uint256 w1, uint256 w2) = (0, address(0), 0, 0);
+        (reason, d, owner, w1, w2) = _admit(token, p, device);
+        if (reason != Reason.None) return (reason, device);
+        reason = _spend(d, owner, w1, w2, token, p, device);
+        if (reason == Reason.None) _credit(token, p, device, feeRecipient);
+    }
+
+    /// @dev Credits the payee and the fee recipient of a payment whose owner was just debited.
+    function _credit(address token, SignedPayment calldata p, address device, address feeRecipient) internal {
+        uint256 terms = p.terms;
+        address payee = address(uint160(p.payeeAmount >> 96));
+        uint256 amount = uint96(p.payeeAmount);
+        uint256 fee = uint96(terms >> 64);
+        _balances[payee][token] += amount;
+        if (fee != 0) _balances[feeRecipient][token] += fee;
+        emit PaymentSettled(device, payee, token, amount, uint32(terms), p.ref, fee);
+    }
+
+    /// @dev Device, policy and payment checks that do not involve amounts. Returns the device
+    ///      word and the policy words the cap checks need.
+    function _admit(address token, SignedPayment calldata p, address device)
+        internal
+        view
+        returns (Reason, uint256 d, address owner, uint256 w1, uint256 w2)
+    {
+        d = _deviceWord(device);
+        uint32 policyId = d.policyId();
+        if (policyId == 0) return (Reason.UnknownDevice, d, owner, w1, w2);
+        if (policyId == REVOKED) return (Reason.DeviceRevoked, d, owner, w1, w2);
+        uint256 w0;
+        (w0, w1, w2) = _policyWords(policyId);
+        owner = w0.owner();
+        Reason reason = _checkDevice(d, w0, w1);
+        if (reason != Reason.None) return (reason, d, owner, w1, w2);
+        if (w1.token() != token) return (Reason.WrongToken, d, owner, w1, w2);
+        uint256 terms = p.terms;
+        if (block.timestamp >= (terms >> 32) & PackedState.U32) return (Reason.DeadlinePassed, d, owner, w1, w2);
+        address payee = address(uint160(p.payeeAmount >> 96));
+        if (payee == address(0)) return (Reason.InvalidPayee, d, owner, w1, w2);
+        if (w1.payeesRestricted() && !_payeeAllowed[policyId][payee]) {
+            return (Reason.PayeeNotAllowed, d, owner, w1, w2);
+        }
+        if (uint96(terms >> 64) > terms >> 160) return (Reason.FeeAboveMax, d, owner, w1, w2);
+        uint256 nonceCheck = NonceWindow.check(d.nonceTop(), d.nonceWindow(), uint32(terms));
+        if (nonceCheck == 1) return (Reason.NonceUsed, d, owner, w1, w2);
+        if (nonceCheck == 2) return (Reason.NonceTooOld, d, owner, w1, w2);
+        return (Reason.None, d, owner, w1, w2);
+    }
+
+    /// @dev Cap and balance checks for amount + fee; on success debits the owner and writes the
+    ///      device word (counters rolled into the current period, nonce marked).
+    function _spend(
+        uint256 d,
+        address owner,
+        uint256 w1,
+        uint256 w2,
+        address token,
+        SignedPayment calldata p,
+        address device
+    ) internal returns (Reason) {
+        uint256 total = uint96(p.payeeAmount) + uint96(p.terms >> 64);
+        if (total > w2.maxPerPayment()) return Reason.ExceedsPaymentCap;
+        uint256 index = block.timestamp / w1.periodLength();
+        uint256 periodSpent = (index == d.periodIndex() ? d.periodSpent() : 0) + total;
+        if (periodSpent > w2.maxPerPeriod()) return Reason.ExceedsPeriodCap;
+        uint256 lifetimeSpent = d.lifetimeSpent() + total;
+        if (lifetimeSpent > w2.lifetimeMax()) return Reason.ExceedsLifetimeCap;
+        uint256 balance = _balances[owner][token];
+        if (balance < total) return Reason.InsufficientBalance;
+
+        _balances[owner][token] = balance - total;
+        // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
+        _writeDevice(device, d, index, periodSpent, lifetimeSpent, uint32(p.terms));
+        return Reason.None;
+    }
+
+    function _writeDevice(
+        address device,
+        uint256 d,
+        uint256 index,
+        uint256 periodSpent,
+        uint256 lifetimeSpent,
+        uint32 nonce
+    ) internal {
+        (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), nonce);
+        uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, top, window);
+        DeviceState storage slot = _devices[device];
+        assembly ("memory-safe") {
+            sstore(slot.slot, next)
+        }
+    }
+
+    /// @dev Device- and policy-level checks that do not depend on the payment.
+    function _checkDevice(uint256 d, uint256 w0, uint256 w1) internal view returns (Reason) {
+        if (d.paused()) return Reason.DevicePaused;
+        if (w1.policyPaused()) return Reason.PolicyPaused;
+        if (w0.epoch() != _owners[w0.owner()].epoch) return Reason.PolicyFrozen;
+        if (block.timestamp < w0.validFrom()) return Reason.NotYetValid;
+        uint256 until = w0.validUntil();
+        if (until != 0 && block.timestamp >= until) return Reason.PolicyExpired;
+        return Reason.None;
+    }
+
+    function _deviceWord(address device) internal view returns (uint256 d) {
+        DeviceState storage s = _devices[device];
+        assembly ("memory-safe") {
+            d := sload(s.slot)
+        }
+    }
+
+    function _policyWords(uint32 policyId) internal view returns (uint256 w0, uint256 w1, uint256 w2) {
+        Policy storage s = _policies[policyId];
+        assembly ("memory-safe") {
+            w0 := sload(s.slot)
+            w1 := sload(add(s.slot, 1))
+            w2 := sload(add(s.slot, 2))
+        }
+    }
+
+    // =============================================================================================
+    // Views
+    // =============================================================================================
+
+    /// @inheritdoc IMachinePay
+    function balanceOf(address account, address token) external view returns (uint256) {
+        return _balances[account][token];
+    }
+
+    /// @inheritdoc IMachinePay
+    function getPolicy(uint32 policyId) external view returns (Policy memory) {
+        return _policies[policyId];
+    }
+
+    /// @inheritdoc IMachinePay
+    function policyCount() external view returns (uint32) {
+        return _policyCount;
+    }
+
+    /// @inheritdoc IMachinePay
+    function getDevice(address device) external view returns (DeviceState memory) {
+        return _devices[device];
+    }
+
+    /// @inheritdoc IMachinePay
+    function headroom(address device) external view returns (Headroom memory h) {
+        uint256 d = _deviceWord(device);
+        h.policyId = d.policyId();
+        h.nonceTop = d.nonceTop();
+        h.nonceWindow = d.nonceWindow();
+        if (h.policyId == 0) {
+            h.status = Reason.UnknownDevice;
+            return h;
+        }
+        if (h.policyId == REVOKED) {
+            h.status = Reason.DeviceRevoked;
+            return h;
+        }
+        (uint256 w0, uint256 w1, uint256 w2) = _policyWords(h.policyId);
+        h.owner = w0.owner();
+        h.token = w1.token();
+        h.balance = _balances[h.owner][h.token];
+        uint256 index = block.timestamp / w1.periodLength();
+        h.periodEndsAt = (index + 1) * w1.periodLength();
+        uint256 periodSpent = index == d.periodIndex() ? d.periodSpent() : 0;
+        h.perPayment = w2.maxPerPayment();
+        h.period = w2.maxPerPeriod() > periodSpent ? w2.maxPerPeriod() - periodSpent : 0;
+        h.lifetime = w2.lifetimeMax() > d.lifetimeSpent() ? w2.lifetimeMax() - d.lifetimeSpent() : 0;
+        h.status = _checkDevice(d, w0, w1);
+        if (h.status == Reason.None) {
+            uint256 most = h.perPayment;
+            if (h.period < most) most = h.period;
+            if (h.lifetime < most) most = h.lifetime;
+            if (h.balance < most) most = h.balance;
+            h.spendable = most;
+        }
+    }
+
+    /// @inheritdoc IMachinePay
+    function nonceStatus(address device, uint256 nonce) external view returns (Reason) {
+        if (nonce > type(uint32).max) return Reason.NonceTooLarge;
+        uint256 d = _deviceWord(device);
+        uint256 check = NonceWindow.check(d.nonceTop(), d.nonceWindow(), nonce);
+        if (check == 1) return Reason.NonceUsed;
+        if (check == 2) return Reason.NonceTooOld;
+        return Reason.None;
+    }
+
+    /// @inheritdoc IMachinePay
+    function isPayeeAllowed(uint32 policyId, address payee) external view returns (bool) {
+        return _payeeAllowed[policyId][payee];
+    }
+
+    /// @inheritdoc IMachinePay
+    function pendingWithdrawal(address owner, address token) external view returns (PendingWithdrawal memory) {
+        return _withdrawals[owner][token];
+    }
+
+    /// @inheritdoc IMachinePay
+    function ownerEpoch(address owner) external view returns (uint32) {
+        return _owners[owner].epoch;
+    }
+
+    /// @inheritdoc IMachinePay
+    function ownsPolicies(address account) external view returns (bool) {
+        return _owners[account].hasPolicies;
+    }
+
+    /// @inheritdoc IMachinePay
+    function domainSeparator() external view returns (bytes32) {
+        return _domainSeparatorV4();
+    }
+}

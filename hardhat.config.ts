@@ -1,0 +1,42 @@
+import "@nomicfoundation/hardhat-toolbox";
+import { subtask } from "hardhat/config";
+import { TASK_COMPILE_SOLIDITY_GET_SOLC_BUILD } from "hardhat/builtin-tasks/task-names";
+import type { HardhatUserConfig } from "hardhat/config";
+
+const SOLC_VERSION = "0.8.28";
+
+// Hardhat downloads solc from the compiler site, which these machines cannot reach.
+// Use the solc-js build from the `solc` npm package pinned at the same version instead.
+subtask(TASK_COMPILE_SOLIDITY_GET_SOLC_BUILD, async (args: { solcVersion: string }, _hre, runSuper) => {
+  if (args.solcVersion !== SOLC_VERSION) return runSuper(args);
+  const solc = require("solc");
+  return {
+    compilerPath: require.resolve("solc/soljson.js"),
+    isSolcJs: true,
+    version: SOLC_VERSION,
+    longVersion: solc.version(),
+  };
+});
+
+const config: HardhatUserConfig = {
+  solidity: {
+    version: SOLC_VERSION,
+    settings: {
+      optimizer: { enabled: true, runs: 10_000 },
+      evmVersion: "cancun",
+      viaIR: false,
+    },
+  },
+  networks: {
+    hardhat: {
+      // Batches of 1,000 payments must fit a mainnet-sized block (30M gas is the default).
+      allowUnlimitedContractSize: false,
+    },
+    localhost: { url: process.env.MACHINEPAY_RPC_URL ?? "http://127.0.0.1:8545" },
+  },
+  gasReporter: { enabled: false, offline: true },
+  mocha: { timeout: 120_000 },
+  typechain: { outDir: "typechain-types", target: "ethers-v6" },
+};
+
+export default config;

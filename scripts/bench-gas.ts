@@ -1,0 +1,137 @@
+/**
+ * Gas benchmark: prints markdown tables measured in one run on the in-process Hardhat network.
+ *   pnpm bench:gas            (all batch sizes)
+ *   BENCH_SIZES=1,10 pnpm bench:gas
+ * Rows: MachinePay.settle per payment for batches of distinct devices, beside one ERC-20 transfer
+ * per payment and one EIP-3009 transferWithAuthorization per payment (how x402 settles).
+ */
+import { ethers } from "hardhat";
+import type { BaseWallet } from "ethers";
+import { machinePayDomain, packPayment, paymentTypes, type Address, type Hex, type Payment } from "../sdk/src";
+
+const SIZES = (process.env.BENCH_SIZES ?? "1,10,100,500,1000").split(",").map(Number);
+const PAYEES = 5;
+const MEMPOOL_LIMIT = 128 * 1024;
+
+async function main() {
+  const [owner, relayer, ...rest] = await ethers.getSigners();
+  const payees = rest.slice(0, PAYEES).map((s) => s.address as Address);
+  const usdc = await ethers.deployContract("MockUSDC");
+  const pay = await ethers.deployContract("MachinePay", [2 * 86_400]);
+  const usdcAddress = (await usdc.getAddress()) as Address;
+  await usdc.mint(owner.address, 10n ** 15n);
+  await usdc.approve(await pay.getAddress(), ethers.MaxUint256);
+  await pay.deposit(usdcAddress, 10n ** 14n);
+  const { chainId } = await ethers.provider.getNetwork();
+  const domain = machinePayDomain({ chainId, verifyingContract: (await pay.getAddress()) as Address });
+  const params = {
+    token: usdcAddress,
+    maxPerPayment: 10_000_000n,
+    maxPerPeriod: 100_000_000n,
+    periodLength: 86_400,
+    lifetimeMax: 1_000_000_000n,
+    validFrom: 0,
+    validUntil: 0,
+    payeesRestricted: false,
+  };
+  // A fleet shares one policy: its three slots are warm after the batch's first item.
+  await pay.createPolicy(params);
+  const sharedPolicy = await pay.policyCount();
+
+  const deadline = BigInt((await ethers.provider.getBlock("latest"))!.timestamp + 30 * 86_400);
+  const randomRef = () => ethers.hexlify(ethers.randomBytes(32)) as Hex;
+
+  async function fleet(n: number, ownPolicies: boolean): Promise<BaseWallet[]> {
+    const devices = Array.from({ length: n }, () => ethers.Wallet.createRandom() as unknown as BaseWallet);
+    if (ownPolicies) {
+      for (const d of devices) await pay.registerDevice(d.address, params);
+    } else {
+      for (let i = 0; i < n; i += 500) {
+        await pay.assignDevices(sharedPolicy, devices.slice(i, i + 500).map((d) => d.address));
+      }
+    }
+    return devices;
+  }
+
+  async function settleBatch(devices: BaseWallet[]) {
+    const items = [];
+    for (let i = 0; i < devices.length; i++) {
+      const p: Payment = {
+        payee: payees[i % PAYEES],
+        token: usdcAddress,
+        amount: 1_000n + BigInt(i),
+        nonce: 0n,
+        deadline,
+        maxFee: 0n,
+        ref: randomRef(),
+      };
+      items.push(packPayment(p, (await devices[i].signTypedData(domain, paymentTypes, p)) as Hex));
+    }
+    const data = pay.interface.encodeFunctionData("settle", [usdcAddress, items, ethers.ZeroAddress]);
+    const tx = await pay.connect(relayer).settle(usdcAddress, items, ethers.ZeroAddress, { gasLimit: 16_000_000 });
+    const receipt = (await tx.wait())!;
+    const skipped = receipt.logs.filter((l) => l.topics[0] === pay.interface.getEvent("PaymentSkipped").topicHash);
+    if (skipped.length) throw new Error(`${skipped.length} payments skipped: the benchmark is broken`);
+    return { gas: receipt.gasUsed, calldataBytes: (data.length - 2) / 2 };
+  }
+
+  // Baselines: one plain ERC-20 transfer, one EIP-3009 transferWithAuthorization (fresh sender, fresh receiver).
+  const payer = ethers.Wallet.createRandom().connect(ethers.provider);
+  await owner.sendTransaction({ to: payer.address, value: 10n ** 18n });
+  await usdc.mint(payer.address, 10n ** 12n);
+  const transferGas = [];
+  for (let i = 0; i < 5; i++) {
+    const r = await (await usdc.connect(payer).transfer(payees[i % PAYEES], 1_000n)).wait();
+    transferGas.push(r!.gasUsed);
+  }
+  const usdcDomain = { name: "USD Coin", version: "1", chainId, verifyingContract: usdcAddress };
+  const authTypes = {
+    TransferWithAuthorization: [
+      { name: "from", type: "address" },
+      { name: "to", type: "address" },
+      { name: "value", type: "uint256" },
+      { name: "validAfter", type: "uint256" },
+      { name: "validBefore", type: "uint256" },
+      { name: "nonce", type: "bytes32" },
+    ],
+  };
+  const authGas = [];
+  for (let i = 0; i < 5; i++) {
+    const msg = { from: payer.address, to: payees[i % PAYEES], value: 1_000n, validAfter: 0n, validBefore: deadline, nonce: randomRef() };
+    const sig = ethers.Signature.from(await payer.signTypedData(usdcDomain, authTypes, msg));
+    const r = await (
+      await usdc.connect(relayer).transferWithAuthorization(msg.from, msg.to, msg.value, msg.validAfter, msg.validBefore, msg.nonce, sig.v, sig.r, sig.s)
+    ).wait();
+    authGas.push(r!.gasUsed);
+  }
+  const median = (xs: bigint[]) => [...xs].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))[Math.floor(xs.length / 2)];
+  const transfer = median(transferGas);
+  const auth = median(authGas);
+
+  const rows: string[] = [];
+  let perItemBytes = 0;
+  for (const shared of [true, false]) {
+    for (const n of SIZES) {
+      if (!shared && n > 100) continue;
+      const devices = await fleet(n, !shared);
+      const { gas, calldataBytes } = await settleBatch(devices);
+      const per = Number(gas) / n;
+      if (shared && n >= 10) perItemBytes = calldataBytes / n;
+      rows.push(
+        `| ${n} | ${shared ? "one shared policy" : "a policy each"} | ${gas} | ${per.toFixed(0)} | ${transfer} | ${auth} | ${(Number(auth) / per).toFixed(2)}x | ${(calldataBytes / n).toFixed(1)} |`,
+      );
+    }
+  }
+  const header = "| batch | devices' policies | tx gas | gas per payment | ERC-20 transfer | EIP-3009 transferWithAuthorization | EIP-3009 / ours | calldata bytes per payment |";
+  console.log(header);
+  console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of rows) console.log(r);
+  const fixed = 4 + 32 * 4; // selector, token, offset, feeRecipient, length
+  const maxBatch = Math.floor((MEMPOOL_LIMIT - fixed - 200) / perItemBytes); // 200 B for the tx envelope and signature
+  console.log(`\nLargest batch under 128 KiB of transaction: ${maxBatch} payments (${perItemBytes} calldata bytes each).`);
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

@@ -1,0 +1,97 @@
+/**
+ * EIP-712 domain and types of MachinePay: the single source of truth. The contracts hash exactly
+ * these type strings (contracts/libraries/PaymentHash.sol); test/eip712-types.test.ts pins both.
+ * Plain objects: usable by viem (`signTypedData`), ethers v6 (`signer.signTypedData`) and raw
+ * `eth_signTypedData_v4` (see `toTypedDataV4`).
+ */
+
+export type Address = `0x${string}`;
+export type Hex = `0x${string}`;
+
+export const DOMAIN_NAME = "MachinePay";
+export const DOMAIN_VERSION = "1";
+
+/** The EIP-712 domain every MachinePay signature is bound to. */
+export type MachinePayDomain = {
+  name: typeof DOMAIN_NAME;
+  version: typeof DOMAIN_VERSION;
+  chainId: number;
+  verifyingContract: Address;
+};
+
+export type MachinePayDomainParameters = { chainId: number | bigint; verifyingContract: Address };
+
+/** The domain for a deployment: chain id and MachinePay contract address. */
+export function machinePayDomain({ chainId, verifyingContract }: MachinePayDomainParameters): MachinePayDomain {
+  return { name: DOMAIN_NAME, version: DOMAIN_VERSION, chainId: Number(chainId), verifyingContract };
+}
+
+export const PAYMENT_TYPE =
+  "Payment(address payee,address token,uint256 amount,uint256 nonce,uint256 deadline,uint256 maxFee,bytes32 ref)";
+
+/** EIP-712 `types` for a Payment (without EIP712Domain, as viem and ethers want them). */
+export const paymentTypes = {
+  Payment: [
+    { name: "payee", type: "address" },
+    { name: "token", type: "address" },
+    { name: "amount", type: "uint256" },
+    { name: "nonce", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+    { name: "maxFee", type: "uint256" },
+    { name: "ref", type: "bytes32" },
+  ],
+} as const;
+
+/**
+ * A device payment. Amounts are token units (6 decimals for USDC); `token` is address(0) for the
+ * native coin; `deadline` is unix seconds and the payment settles only in a block before it;
+ * `maxFee` is the most the device's owner pays a relayer for settling it (0: no fee); `ref` is 32
+ * bytes the payee can use as an order or data-item id.
+ */
+export type Payment = {
+  payee: Address;
+  token: Address;
+  amount: bigint;
+  nonce: bigint;
+  deadline: bigint;
+  maxFee: bigint;
+  ref: Hex;
+};
+
+/** Bounds the packed calldata encoding puts on the signed uint256 fields. */
+export const LIMITS = {
+  amount: (1n << 96n) - 1n,
+  maxFee: (1n << 96n) - 1n,
+  nonce: (1n << 32n) - 1n,
+  deadline: (1n << 32n) - 1n,
+} as const;
+
+/** Settlement reason codes, as IMachinePay.Reason numbers them (index = on-chain value). */
+export const REASONS = [
+  "None",
+  "InvalidSignature",
+  "UnknownDevice",
+  "DeviceRevoked",
+  "DevicePaused",
+  "PolicyPaused",
+  "PolicyFrozen",
+  "NotYetValid",
+  "PolicyExpired",
+  "WrongToken",
+  "DeadlinePassed",
+  "InvalidPayee",
+  "PayeeNotAllowed",
+  "FeeAboveMax",
+  "NonceUsed",
+  "NonceTooOld",
+  "ExceedsPaymentCap",
+  "ExceedsPeriodCap",
+  "ExceedsLifetimeCap",
+  "InsufficientBalance",
+  "NonceTooLarge",
+] as const;
+export type ReasonName = (typeof REASONS)[number];
+
+/** Width of the contract's replay window: nonces more than this many below a device's highest
+ *  settled nonce can no longer settle. */
+export const NONCE_WINDOW = 24;
