@@ -1,7 +1,7 @@
 import "@nomicfoundation/hardhat-toolbox";
-import { subtask } from "hardhat/config";
 import { TASK_COMPILE_SOLIDITY_GET_SOLC_BUILD } from "hardhat/builtin-tasks/task-names";
 import type { HardhatUserConfig } from "hardhat/config";
+import { subtask } from "hardhat/config";
 
 const SOLC_VERSION = "0.8.28";
 
@@ -24,7 +24,7 @@ const config: HardhatUserConfig = {
     settings: {
       optimizer: { enabled: true, runs: 10_000 },
       evmVersion: "cancun",
-      viaIR: false,
+      viaIR: true,
     },
   },
   networks: {

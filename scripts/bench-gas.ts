@@ -5,9 +5,10 @@
  * Rows: MachinePay.settle per payment for batches of distinct devices, beside one ERC-20 transfer
  * per payment and one EIP-3009 transferWithAuthorization per payment (how x402 settles).
  */
-import { ethers } from "hardhat";
+
 import type { BaseWallet } from "ethers";
-import { machinePayDomain, packPayment, paymentTypes, type Address, type Hex, type Payment } from "../sdk/src";
+import { ethers } from "hardhat";
+import { type Address, type Hex, machinePayDomain, type Payment, packPayment, paymentTypes } from "../sdk/src";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,10,100,500,1000").split(",").map(Number);
 const PAYEES = 5;
@@ -47,7 +48,10 @@ async function main() {
       for (const d of devices) await pay.registerDevice(d.address, params);
     } else {
       for (let i = 0; i < n; i += 500) {
-        await pay.assignDevices(sharedPolicy, devices.slice(i, i + 500).map((d) => d.address));
+        await pay.assignDevices(
+          sharedPolicy,
+          devices.slice(i, i + 500).map((d) => d.address),
+        );
       }
     }
     return devices;
@@ -97,10 +101,29 @@ async function main() {
   };
   const authGas = [];
   for (let i = 0; i < 5; i++) {
-    const msg = { from: payer.address, to: payees[i % PAYEES], value: 1_000n, validAfter: 0n, validBefore: deadline, nonce: randomRef() };
+    const msg = {
+      from: payer.address,
+      to: payees[i % PAYEES],
+      value: 1_000n,
+      validAfter: 0n,
+      validBefore: deadline,
+      nonce: randomRef(),
+    };
     const sig = ethers.Signature.from(await payer.signTypedData(usdcDomain, authTypes, msg));
     const r = await (
-      await usdc.connect(relayer).transferWithAuthorization(msg.from, msg.to, msg.value, msg.validAfter, msg.validBefore, msg.nonce, sig.v, sig.r, sig.s)
+      await usdc
+        .connect(relayer)
+        .transferWithAuthorization(
+          msg.from,
+          msg.to,
+          msg.value,
+          msg.validAfter,
+          msg.validBefore,
+          msg.nonce,
+          sig.v,
+          sig.r,
+          sig.s,
+        )
     ).wait();
     authGas.push(r!.gasUsed);
   }
@@ -122,13 +145,16 @@ async function main() {
       );
     }
   }
-  const header = "| batch | devices' policies | tx gas | gas per payment | ERC-20 transfer | EIP-3009 transferWithAuthorization | EIP-3009 / ours | calldata bytes per payment |";
+  const header =
+    "| batch | devices' policies | tx gas | gas per payment | ERC-20 transfer | EIP-3009 transferWithAuthorization | EIP-3009 / ours | calldata bytes per payment |";
   console.log(header);
   console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
   for (const r of rows) console.log(r);
   const fixed = 4 + 32 * 4; // selector, token, offset, feeRecipient, length
   const maxBatch = Math.floor((MEMPOOL_LIMIT - fixed - 200) / perItemBytes); // 200 B for the tx envelope and signature
-  console.log(`\nLargest batch under 128 KiB of transaction: ${maxBatch} payments (${perItemBytes} calldata bytes each).`);
+  console.log(
+    `\nLargest batch under 128 KiB of transaction: ${maxBatch} payments (${perItemBytes} calldata bytes each).`,
+  );
 }
 
 main().catch((e) => {

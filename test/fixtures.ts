@@ -11,5 +11,14 @@ export async function deployFixture() {
   await usdc.mint(owner.address, USDC(1_000_000));
   await usdc.connect(owner).approve(await pay.getAddress(), ethers.MaxUint256);
   await pay.connect(owner).deposit(await usdc.getAddress(), USDC(10_000));
-  return { pay, usdc, usdcAddress: (await usdc.getAddress()) as `0x${string}`, owner, relayer, payee, payee2, stranger };
+  return {
+    pay,
+    usdc,
+    usdcAddress: (await usdc.getAddress()) as `0x${string}`,
+    owner,
+    relayer,
+    payee,
+    payee2,
+    stranger,
+  };
 }

@@ -1,6 +1,6 @@
-import { ethers } from "hardhat";
 import type { BaseWallet, Signer } from "ethers";
-import { machinePayDomain, packPayment, paymentTypes, type Address, type Hex, type Payment } from "../sdk/src";
+import { ethers } from "hardhat";
+import { type Address, type Hex, machinePayDomain, type Payment, packPayment, paymentTypes } from "../sdk/src";
 import type { MachinePay } from "../typechain-types";
 
 export const ZERO = ethers.ZeroAddress as Address;
