@@ -300,6 +300,21 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         revert PreviewResult(reasons, devices);
     }
 
+    /// @dev What consecutive items of one batch share, kept in memory: a fleet's devices share a
+    ///      policy and an owner, so the policy's slots and the owner's balance are read once per
+    ///      run of items instead of once per item. While `owner` is cached, every read and write of
+    ///      _balances[owner][token] in this batch goes through `ownerBalance`.
+    struct Batch {
+        address token;
+        address feeRecipient;
+        uint32 policyId; // policy whose words are cached (0: none yet)
+        Reason policyStatus; // _policyStatus of that policy, plus WrongToken
+        uint256 w1;
+        uint256 w2;
+        address owner; // that policy's owner
+        uint256 ownerBalance; // _balances[owner][token] as this batch has left it so far
+    }
+
     function _settle(address token, SignedPayment[] calldata payments, address feeRecipient)
         internal
         returns (Reason[] memory reasons, address[] memory devices)
@@ -307,9 +322,12 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         uint256 n = payments.length;
         reasons = new Reason[](n);
         devices = new address[](n);
+        Batch memory b;
+        b.token = token;
+        b.feeRecipient = feeRecipient;
         uint256 settled;
         for (uint256 i; i < n; ++i) {
-            (Reason reason, address device) = _settleOne(token, payments[i], feeRecipient);
+            (Reason reason, address device) = _settleOne(b, payments[i]);
             devices[i] = device;
             if (reason == Reason.None) {
                 ++settled;
@@ -318,116 +336,101 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
                 emit PaymentSkipped(i, device, reason);
             }
         }
+        if (b.owner != address(0)) _balances[b.owner][token] = b.ownerBalance;
         emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
     }
 
-    /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: each
-    ///      slot is read once into a stack word (see PackedState) and the device slot written once.
-    function _settleOne(address token, SignedPayment calldata p, address feeRecipient)
-        internal
-        returns (Reason reason, address device)
-    {
+    /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: the
+    ///      device slot is read once into a stack word (see PackedState) and written once.
+    function _settleOne(Batch memory b, SignedPayment calldata p) internal returns (Reason, address device) {
         {
-            bytes32 digest = _hashTypedDataV4(PaymentHash.hashPacked(token, p.payeeAmount, p.terms, p.ref));
+            bytes32 digest = _hashTypedDataV4(PaymentHash.hashPacked(b.token, p.payeeAmount, p.terms, p.ref));
             ECDSA.RecoverError err;
             (device, err,) = ECDSA.tryRecover(digest, p.r, p.vs);
             if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
         }
-        (uint256 d, address owner, uint256 w1, uint256 w2) = (0, address(0), 0, 0);
-        (reason, d, owner, w1, w2) = _admit(token, p, device);
-        if (reason != Reason.None) return (reason, device);
-        reason = _spend(d, owner, w1, w2, token, p, device);
-        if (reason == Reason.None) _credit(token, p, device, feeRecipient);
-    }
-
-    /// @dev Credits the payee and the fee recipient of a payment whose owner was just debited.
-    function _credit(address token, SignedPayment calldata p, address device, address feeRecipient) internal {
-        uint256 terms = p.terms;
-        address payee = address(uint160(p.payeeAmount >> 96));
-        uint256 amount = uint96(p.payeeAmount);
-        uint256 fee = uint96(terms >> 64);
-        _balances[payee][token] += amount;
-        if (fee != 0) _balances[feeRecipient][token] += fee;
-        emit PaymentSettled(device, payee, token, amount, uint32(terms), p.ref, fee);
-    }
-
-    /// @dev Device, policy and payment checks that do not involve amounts. Returns the device
-    ///      word and the policy words the cap checks need.
-    function _admit(address token, SignedPayment calldata p, address device)
-        internal
-        view
-        returns (Reason, uint256 d, address owner, uint256 w1, uint256 w2)
-    {
-        d = _deviceWord(device);
-        uint32 policyId = d.policyId();
-        if (policyId == 0) return (Reason.UnknownDevice, d, owner, w1, w2);
-        if (policyId == REVOKED) return (Reason.DeviceRevoked, d, owner, w1, w2);
-        uint256 w0;
-        (w0, w1, w2) = _policyWords(policyId);
-        owner = w0.owner();
-        Reason reason = _checkDevice(d, w0, w1);
-        if (reason != Reason.None) return (reason, d, owner, w1, w2);
-        if (w1.token() != token) return (Reason.WrongToken, d, owner, w1, w2);
-        uint256 terms = p.terms;
-        if (block.timestamp >= (terms >> 32) & PackedState.U32) return (Reason.DeadlinePassed, d, owner, w1, w2);
-        address payee = address(uint160(p.payeeAmount >> 96));
-        if (payee == address(0)) return (Reason.InvalidPayee, d, owner, w1, w2);
-        if (w1.payeesRestricted() && !_payeeAllowed[policyId][payee]) {
-            return (Reason.PayeeNotAllowed, d, owner, w1, w2);
+        uint256 d = _deviceWord(device);
+        {
+            uint32 policyId = d.policyId();
+            if (policyId == 0) return (Reason.UnknownDevice, device);
+            if (policyId == REVOKED) return (Reason.DeviceRevoked, device);
+            if (d.paused()) return (Reason.DevicePaused, device);
+            if (policyId != b.policyId) _loadPolicy(b, policyId);
+            if (b.policyStatus != Reason.None) return (b.policyStatus, device);
         }
-        if (uint96(terms >> 64) > terms >> 160) return (Reason.FeeAboveMax, d, owner, w1, w2);
-        uint256 nonceCheck = NonceWindow.check(d.nonceTop(), d.nonceWindow(), uint32(terms));
-        if (nonceCheck == 1) return (Reason.NonceUsed, d, owner, w1, w2);
-        if (nonceCheck == 2) return (Reason.NonceTooOld, d, owner, w1, w2);
-        return (Reason.None, d, owner, w1, w2);
+        uint256 terms = p.terms;
+        if (block.timestamp >= (terms >> 32) & PackedState.U32) return (Reason.DeadlinePassed, device);
+        address payee = address(uint160(p.payeeAmount >> 96));
+        if (payee == address(0)) return (Reason.InvalidPayee, device);
+        if (b.w1.payeesRestricted() && !_payeeAllowed[b.policyId][payee]) return (Reason.PayeeNotAllowed, device);
+        if (uint96(terms >> 64) > terms >> 160) return (Reason.FeeAboveMax, device);
+        {
+            uint256 nonceCheck = NonceWindow.check(d.nonceTop(), d.nonceWindow(), uint32(terms));
+            if (nonceCheck == 1) return (Reason.NonceUsed, device);
+            if (nonceCheck == 2) return (Reason.NonceTooOld, device);
+        }
+        Reason reason = _spend(b, d, device, uint96(p.payeeAmount) + uint96(terms >> 64), uint32(terms));
+        if (reason != Reason.None) return (reason, device);
+        _credit(b, payee, uint96(p.payeeAmount), uint96(terms >> 64));
+        emit PaymentSettled(device, payee, b.token, uint96(p.payeeAmount), uint32(terms), p.ref, uint96(terms >> 64));
+        return (Reason.None, device);
     }
 
-    /// @dev Cap and balance checks for amount + fee; on success debits the owner and writes the
-    ///      device word (counters rolled into the current period, nonce marked).
-    function _spend(
-        uint256 d,
-        address owner,
-        uint256 w1,
-        uint256 w2,
-        address token,
-        SignedPayment calldata p,
-        address device
-    ) internal returns (Reason) {
-        uint256 total = uint96(p.payeeAmount) + uint96(p.terms >> 64);
+    /// @dev Caches policy `policyId` in `b`. A new owner's balance replaces the previous owner's,
+    ///      which is written back first.
+    function _loadPolicy(Batch memory b, uint32 policyId) internal {
+        (uint256 w0, uint256 w1, uint256 w2) = _policyWords(policyId);
+        b.policyId = policyId;
+        b.w1 = w1;
+        b.w2 = w2;
+        Reason status = _policyStatus(w0, w1);
+        if (status == Reason.None && w1.token() != b.token) status = Reason.WrongToken;
+        b.policyStatus = status;
+        address owner = w0.owner();
+        if (owner != b.owner) {
+            if (b.owner != address(0)) _balances[b.owner][b.token] = b.ownerBalance;
+            b.owner = owner;
+            b.ownerBalance = _balances[owner][b.token];
+        }
+    }
+
+    /// @dev Cap and balance checks for `total` (amount + fee); on success debits the cached owner
+    ///      balance and writes the device word (counters rolled into the current period, nonce marked).
+    function _spend(Batch memory b, uint256 d, address device, uint256 total, uint32 nonce) internal returns (Reason) {
+        uint256 w2 = b.w2;
         if (total > w2.maxPerPayment()) return Reason.ExceedsPaymentCap;
-        uint256 index = block.timestamp / w1.periodLength();
+        uint256 index = block.timestamp / b.w1.periodLength();
         uint256 periodSpent = (index == d.periodIndex() ? d.periodSpent() : 0) + total;
         if (periodSpent > w2.maxPerPeriod()) return Reason.ExceedsPeriodCap;
         uint256 lifetimeSpent = d.lifetimeSpent() + total;
         if (lifetimeSpent > w2.lifetimeMax()) return Reason.ExceedsLifetimeCap;
-        uint256 balance = _balances[owner][token];
-        if (balance < total) return Reason.InsufficientBalance;
+        if (b.ownerBalance < total) return Reason.InsufficientBalance;
 
-        _balances[owner][token] = balance - total;
-        // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
-        _writeDevice(device, d, index, periodSpent, lifetimeSpent, uint32(p.terms));
-        return Reason.None;
-    }
-
-    function _writeDevice(
-        address device,
-        uint256 d,
-        uint256 index,
-        uint256 periodSpent,
-        uint256 lifetimeSpent,
-        uint32 nonce
-    ) internal {
+        b.ownerBalance -= total;
         (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), nonce);
+        // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
         uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, top, window);
         DeviceState storage slot = _devices[device];
         assembly ("memory-safe") {
             sstore(slot.slot, next)
         }
+        return Reason.None;
     }
 
-    /// @dev Device- and policy-level checks that do not depend on the payment.
-    function _checkDevice(uint256 d, uint256 w0, uint256 w1) internal view returns (Reason) {
-        if (d.paused()) return Reason.DevicePaused;
+    /// @dev Credits payee and fee recipient, through the cache when either is the cached owner.
+    function _credit(Batch memory b, address payee, uint256 amount, uint256 fee) internal {
+        address token = b.token;
+        if (payee == b.owner) b.ownerBalance += amount;
+        else _balances[payee][token] += amount;
+        if (fee != 0) {
+            address recipient = b.feeRecipient;
+            if (recipient == b.owner) b.ownerBalance += fee;
+            else _balances[recipient][token] += fee;
+        }
+    }
+
+    /// @dev Policy-level checks at this block's time (payment-independent; device pause aside).
+    function _policyStatus(uint256 w0, uint256 w1) internal view returns (Reason) {
         if (w1.policyPaused()) return Reason.PolicyPaused;
         if (w0.epoch() != _owners[w0.owner()].epoch) return Reason.PolicyFrozen;
         if (block.timestamp < w0.validFrom()) return Reason.NotYetValid;
@@ -500,7 +503,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         h.perPayment = w2.maxPerPayment();
         h.period = w2.maxPerPeriod() > periodSpent ? w2.maxPerPeriod() - periodSpent : 0;
         h.lifetime = w2.lifetimeMax() > d.lifetimeSpent() ? w2.lifetimeMax() - d.lifetimeSpent() : 0;
-        h.status = _checkDevice(d, w0, w1);
+        h.status = d.paused() ? Reason.DevicePaused : _policyStatus(w0, w1);
         if (h.status == Reason.None) {
             uint256 most = h.perPayment;
             if (h.period < most) most = h.period;
