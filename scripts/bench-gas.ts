@@ -78,8 +78,6 @@ async function main() {
     }
     const data = pay.interface.encodeFunctionData("settle", [usdcAddress, items, ethers.ZeroAddress]);
     let receipt: ContractTransactionReceipt;
-      ? never
-      : import("ethers").ContractTransactionReceipt;
     try {
       const tx = await pay.connect(relayer).settle(usdcAddress, items, ethers.ZeroAddress, { gasLimit: TX_GAS_CAP });
       receipt = (await tx.wait())!;
