@@ -8,7 +8,7 @@
 
 import type { BaseWallet, ContractTransactionReceipt } from "ethers";
 import { ethers } from "hardhat";
-import { type Address, type Hex, machinePayDomain, type Payment, packPayment, paymentTypes } from "../sdk/src";
+import { type Address, type Hex, machinePayDomain, type Payment, packPayment, signPayment } from "../sdk/src";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,10,100,500,1000").split(",").map(Number);
 const PAYEES = 5;
@@ -74,7 +74,7 @@ async function main() {
         maxFee: 0n,
         ref: refKind === "random" ? randomRef() : (ethers.zeroPadValue(ethers.toBeHex(100_000 + i), 32) as Hex),
       };
-      items.push(packPayment(p, (await devices[i].signTypedData(domain, paymentTypes, p)) as Hex));
+      items.push(packPayment(p, await signPayment({ signer: devices[i], domain, payment: p })));
     }
     const data = pay.interface.encodeFunctionData("settle", [usdcAddress, items, ethers.ZeroAddress]);
     let receipt: ContractTransactionReceipt;

@@ -8,7 +8,7 @@
  */
 import type { BaseWallet } from "ethers";
 import { ethers } from "hardhat";
-import { type Address, type Hex, machinePayDomain, type Payment, packPayment, paymentTypes, REASONS } from "../sdk/src";
+import { type Address, type Hex, machinePayDomain, type Payment, packPayment, REASONS, signPayment } from "../sdk/src";
 
 const DEVICES = Number(process.env.DEVICES ?? 50);
 const PER_DEVICE = Number(process.env.PAYMENTS_PER_DEVICE ?? 4);
@@ -70,7 +70,7 @@ async function main() {
       maxFee: 0n,
       ref: ethers.zeroPadValue(ethers.toBeHex(i + 1), 32) as Hex,
     };
-    items.push(packPayment(p, (await device.signTypedData(domain, paymentTypes, p)) as Hex));
+    items.push(packPayment(p, await signPayment({ signer: device, domain, payment: p })));
     if (i % 10 === 9 || i === total - 1) bar(i + 1, total);
   }
 

@@ -1,14 +1,22 @@
 import type { BaseWallet, Signer } from "ethers";
 import { ethers } from "hardhat";
-import { type Address, type Hex, machinePayDomain, type Payment, packPayment, paymentTypes } from "../sdk/src";
+import {
+  type Address,
+  type Hex,
+  machinePayDomain,
+  type Payment,
+  packPayment,
+  signPayment as signWithSdk,
+} from "../sdk/src";
 import type { MachinePay } from "../typechain-types";
+import type { IMachinePay } from "../typechain-types/contracts/MachinePay";
 
 export const ZERO = ethers.ZeroAddress as Address;
 export const DAY = 86_400;
 export const USDC = (units: number | bigint) => BigInt(units) * 1_000_000n;
 
 /** Policy parameters with generous defaults; override what a test is about. */
-export function policyParams(token: string, overrides: Partial<MachinePay.PolicyParamsStruct> = {}) {
+export function policyParams(token: string, overrides: Partial<IMachinePay.PolicyParamsStruct> = {}) {
   return {
     token,
     maxPerPayment: USDC(10),
@@ -19,7 +27,7 @@ export function policyParams(token: string, overrides: Partial<MachinePay.Policy
     validUntil: 0,
     payeesRestricted: false,
     ...overrides,
-  } satisfies MachinePay.PolicyParamsStruct;
+  } satisfies IMachinePay.PolicyParamsStruct;
 }
 
 export async function domainOf(pay: MachinePay) {
@@ -42,7 +50,7 @@ export async function payment(overrides: Partial<Payment> & Pick<Payment, "payee
 
 /** Sign with ethers' EIP-712 signer and pack for settle. */
 export async function signPayment(pay: MachinePay, device: Signer | BaseWallet, p: Payment, fee = 0n) {
-  const signature = (await device.signTypedData(await domainOf(pay), paymentTypes, p)) as Hex;
+  const signature = await signWithSdk({ signer: device, domain: await domainOf(pay), payment: p });
   return packPayment(p, signature, fee);
 }
 

@@ -95,3 +95,6 @@ export type ReasonName = (typeof REASONS)[number];
 /** Width of the contract's replay window: nonces more than this many below a device's highest
  *  settled nonce can no longer settle. */
 export const NONCE_WINDOW = 24;
+
+/** The all-zero `ref`, for payments that need none. */
+export const ZERO_REF: Hex = `0x${"00".repeat(32)}`;
