@@ -4,4 +4,5 @@ export * from "./device";
 export * from "./encode";
 export * from "./nonces";
 export * from "./sign";
+export * from "./tab";
 export * from "./types";

@@ -1,5 +1,19 @@
-import { hashTypedData, type LocalAccount, recoverTypedDataAddress, type WalletClient } from "viem";
-import { type Address, type Hex, type MachinePayDomain, type Payment, paymentTypes } from "./types";
+import {
+  hashTypedData,
+  type LocalAccount,
+  recoverTypedDataAddress,
+  type TypedDataDefinition,
+  type WalletClient,
+} from "viem";
+import {
+  type Address,
+  type Hex,
+  type MachinePayDomain,
+  type Payment,
+  paymentTypes,
+  type Voucher,
+  voucherTypes,
+} from "./types";
 
 /** The JSON an `eth_signTypedData_v4` wallet signs: uint256 values as decimal strings. */
 export type TypedDataV4 = {
@@ -53,22 +67,36 @@ function stringify(message: Record<string, unknown>): Record<string, string> {
   return out;
 }
 
+const EIP712_DOMAIN = [
+  { name: "name", type: "string" },
+  { name: "version", type: "string" },
+  { name: "chainId", type: "uint256" },
+  { name: "verifyingContract", type: "address" },
+];
+
 /** The `eth_signTypedData_v4` JSON for a payment (EIP712Domain included, numbers as strings). */
 export function paymentTypedDataV4(domain: MachinePayDomain, payment: Payment): TypedDataV4 {
   return {
-    types: {
-      EIP712Domain: [
-        { name: "name", type: "string" },
-        { name: "version", type: "string" },
-        { name: "chainId", type: "uint256" },
-        { name: "verifyingContract", type: "address" },
-      ],
-      ...v4Types(paymentTypes),
-    },
+    types: { EIP712Domain: EIP712_DOMAIN, ...v4Types(paymentTypes) },
     primaryType: "Payment",
     domain,
     message: stringify(payment),
   };
+}
+
+/** The `eth_signTypedData_v4` JSON for a tab voucher. */
+export function voucherTypedDataV4(domain: MachinePayDomain, voucher: Voucher): TypedDataV4 {
+  return {
+    types: { EIP712Domain: EIP712_DOMAIN, ...v4Types(voucherTypes) },
+    primaryType: "Voucher",
+    domain,
+    message: stringify(voucher),
+  };
+}
+
+/** The EIP-712 digest of a voucher. */
+export function hashVoucher(domain: MachinePayDomain, voucher: Voucher): Hex {
+  return hashTypedData({ domain, types: voucherTypes, primaryType: "Voucher", message: voucher });
 }
 
 /** The EIP-712 digest of a payment: what the device signs and the relayer's idempotency key. */
@@ -88,18 +116,43 @@ export type SignPaymentParameters = { signer: PaymentSigner; domain: MachinePayD
  * payment signed twice by the same key gives the same signature (RFC 6979), so a retry re-sends
  * exactly the same bytes.
  */
-export async function signPayment({ signer, domain, payment }: SignPaymentParameters): Promise<Hex> {
+export function signPayment({ signer, domain, payment }: SignPaymentParameters): Promise<Hex> {
+  return signTyped(signer, paymentTypedDataV4(domain, payment), {
+    domain,
+    types: paymentTypes,
+    primaryType: "Payment",
+    message: payment,
+  });
+}
+
+export type SignVoucherParameters = { signer: PaymentSigner; domain: MachinePayDomain; voucher: Voucher };
+
+/** Sign a tab voucher with any supported signer kind (see signPayment). */
+export function signVoucher({ signer, domain, voucher }: SignVoucherParameters): Promise<Hex> {
+  return signTyped(signer, voucherTypedDataV4(domain, voucher), {
+    domain,
+    types: voucherTypes,
+    primaryType: "Voucher",
+    message: voucher,
+  });
+}
+
+type Typed =
+  | { domain: MachinePayDomain; types: typeof paymentTypes; primaryType: "Payment"; message: Payment }
+  | { domain: MachinePayDomain; types: typeof voucherTypes; primaryType: "Voucher"; message: Voucher };
+
+async function signTyped(signer: PaymentSigner, v4: TypedDataV4, typed: Typed): Promise<Hex> {
   let signature: string;
-  const typed = { domain, types: paymentTypes, primaryType: "Payment", message: payment } as const;
   if (typeof signer === "function") {
-    signature = await signer(paymentTypedDataV4(domain, payment));
+    signature = await signer(v4);
   } else if (isWalletClient(signer)) {
     if (!signer.account) throw new SignerError("the viem WalletClient has no account: create it with `account`");
-    signature = await signer.signTypedData({ account: signer.account, ...typed });
+    signature = await signer.signTypedData({ account: signer.account, ...(typed as TypedDataDefinition) });
   } else if (isLocalAccount(signer)) {
-    signature = await signer.signTypedData(typed);
+    signature = await signer.signTypedData(typed as TypedDataDefinition);
   } else if (isEthersSigner(signer)) {
-    signature = await signer.signTypedData(domain, v4Types(paymentTypes), payment);
+    const { EIP712Domain: _, ...types } = v4.types;
+    signature = await signer.signTypedData(typed.domain, types, typed.message);
   } else {
     throw new SignerError(
       "unsupported signer: pass a viem LocalAccount or WalletClient, an ethers Signer, or a v4 signing function",

@@ -58,6 +58,35 @@ export type Payment = {
   ref: Hex;
 };
 
+export const VOUCHER_TYPE =
+  "Voucher(address payee,address token,uint256 tabId,uint256 cumulative,uint256 deadline,uint256 maxFee)";
+
+/** EIP-712 `types` for a tab Voucher. */
+export const voucherTypes = {
+  Voucher: [
+    { name: "payee", type: "address" },
+    { name: "token", type: "address" },
+    { name: "tabId", type: "uint256" },
+    { name: "cumulative", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+    { name: "maxFee", type: "uint256" },
+  ],
+} as const;
+
+/**
+ * A tab voucher: the device owes `payee` a `cumulative` total on tab (device, payee, token, tabId)
+ * so far. Settling it pays only the difference from what the tab already settled; any older
+ * voucher of the tab is then worthless. (The contract side lands with the tabs issue.)
+ */
+export type Voucher = {
+  payee: Address;
+  token: Address;
+  tabId: bigint;
+  cumulative: bigint;
+  deadline: bigint;
+  maxFee: bigint;
+};
+
 /** Bounds the packed calldata encoding puts on the signed uint256 fields. */
 export const LIMITS = {
   amount: (1n << 96n) - 1n,
