@@ -407,14 +407,26 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         if (b.ownerBalance < total) return Reason.InsufficientBalance;
 
         b.ownerBalance -= total;
-        (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), nonce);
         // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
+        _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonce);
+        return Reason.None;
+    }
+
+    /// @dev Writes the device word once: counters in period `index`, `nonce` marked in the window.
+    function _writeDevice(
+        address device,
+        uint256 d,
+        uint256 index,
+        uint256 periodSpent,
+        uint256 lifetimeSpent,
+        uint32 nonce
+    ) internal {
+        (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), nonce);
         uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, top, window);
         DeviceState storage slot = _devices[device];
         assembly ("memory-safe") {
             sstore(slot.slot, next)
         }
-        return Reason.None;
     }
 
     /// @dev Credits payee and fee recipient, through the cache when either is the cached owner.
