@@ -22,7 +22,7 @@ const config: HardhatUserConfig = {
   solidity: {
     version: SOLC_VERSION,
     settings: {
-      optimizer: { enabled: true, runs: 10_000 },
+      optimizer: { enabled: true, runs: 1_000_000 },
       evmVersion: "cancun",
       // via-IR saves ~1,900 gas per settled payment; coverage instruments without it (and without the optimizer).
       viaIR: process.env.MACHINEPAY_COVERAGE !== "1",

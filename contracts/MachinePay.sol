@@ -369,7 +369,12 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             if (nonceCheck == 1) return (Reason.NonceUsed, device);
             if (nonceCheck == 2) return (Reason.NonceTooOld, device);
         }
-        Reason reason = _spend(b, d, device, uint96(p.payeeAmount) + uint96(terms >> 64), uint32(terms));
+        // Unchecked: two uint96 values cannot overflow a uint256.
+        uint256 total;
+        unchecked {
+            total = uint256(uint96(p.payeeAmount)) + uint96(terms >> 64);
+        }
+        Reason reason = _spend(b, d, device, total, uint32(terms));
         if (reason != Reason.None) return (reason, device);
         _credit(b, payee, uint96(p.payeeAmount), uint96(terms >> 64));
         emit PaymentSettled(device, payee, b.token, uint96(p.payeeAmount), uint32(terms), p.ref, uint96(terms >> 64));
@@ -400,15 +405,18 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         uint256 w2 = b.w2;
         if (total > w2.maxPerPayment()) return Reason.ExceedsPaymentCap;
         uint256 index = block.timestamp / b.w1.periodLength();
-        uint256 periodSpent = (index == d.periodIndex() ? d.periodSpent() : 0) + total;
-        if (periodSpent > w2.maxPerPeriod()) return Reason.ExceedsPeriodCap;
-        uint256 lifetimeSpent = d.lifetimeSpent() + total;
-        if (lifetimeSpent > w2.lifetimeMax()) return Reason.ExceedsLifetimeCap;
-        if (b.ownerBalance < total) return Reason.InsufficientBalance;
-
-        b.ownerBalance -= total;
-        // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
-        _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonce);
+        // Unchecked: total < 2^97 and both counters < 2^64, so no sum can overflow; the
+        // subtraction is guarded by the balance check above it.
+        unchecked {
+            uint256 periodSpent = (index == d.periodIndex() ? d.periodSpent() : 0) + total;
+            if (periodSpent > w2.maxPerPeriod()) return Reason.ExceedsPeriodCap;
+            uint256 lifetimeSpent = d.lifetimeSpent() + total;
+            if (lifetimeSpent > w2.lifetimeMax()) return Reason.ExceedsLifetimeCap;
+            if (b.ownerBalance < total) return Reason.InsufficientBalance;
+            b.ownerBalance -= total;
+            // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
+            _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonce);
+        }
         return Reason.None;
     }
 

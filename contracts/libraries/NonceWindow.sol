@@ -17,18 +17,24 @@ library NonceWindow {
     /// @notice 0 if `nonce` can settle, 1 if it already settled, 2 if it is below the window.
     function check(uint32 top, uint24 window, uint256 nonce) internal pure returns (uint256) {
         if (nonce > top) return 0;
-        uint256 distance = uint256(top) - nonce;
+        uint256 distance;
+        unchecked {
+            distance = uint256(top) - nonce; // nonce <= top here
+        }
         if (distance >= WINDOW) return 2;
         return (uint256(window) >> distance) & 1;
     }
 
     /// @notice The window after settling `nonce`, which `check` must have accepted.
     function mark(uint32 top, uint24 window, uint32 nonce) internal pure returns (uint32, uint24) {
-        if (nonce > top) {
-            uint256 shift = uint256(nonce) - top;
-            uint256 shifted = shift >= WINDOW ? 0 : (uint256(window) << shift);
-            return (nonce, uint24((shifted | 1) & MASK));
+        unchecked {
+            // Only differences of two uint32 values, taken in the order that keeps them positive.
+            if (nonce > top) {
+                uint256 shift = uint256(nonce) - top;
+                uint256 shifted = shift >= WINDOW ? 0 : (uint256(window) << shift);
+                return (nonce, uint24((shifted | 1) & MASK));
+            }
+            return (top, uint24(window | (1 << (top - nonce))));
         }
-        return (top, uint24(window | (1 << (top - nonce))));
     }
 }
