@@ -260,6 +260,7 @@ interface IMachinePay {
     function executeWithdrawal(address token, address to) external returns (uint256 withdrawn);
 
     /// @notice Cancel the caller's announced withdrawal of `token`.
+    /// @param token The token whose announcement is cancelled.
     function cancelWithdrawal(address token) external;
 
     // ---------------------------------------------------------------------------------------------
@@ -273,26 +274,34 @@ interface IMachinePay {
     /// @notice Replace a policy's parameters atomically for every device assigned to it. Also
     ///         thaws a policy frozen by freezeAll (the policy takes the owner's current epoch).
     /// @dev Counters stay with the devices; a new periodLength can start a fresh window.
+    /// @param policyId A policy of the caller's. @param params The new parameters (paused flag kept).
     function updatePolicy(uint32 policyId, PolicyParams calldata params) external;
 
     /// @notice Pause or unpause every device of a policy.
+    /// @param policyId A policy of the caller's. @param paused True to pause.
     function setPolicyPaused(uint32 policyId, bool paused) external;
 
     /// @notice Add payees to (allowed = true) or remove them from a policy's allow-list.
+    /// @param policyId A policy of the caller's. @param payees Accounts to list or unlist.
+    /// @param allowed True to list, false to unlist.
     function setPayees(uint32 policyId, address[] calldata payees, bool allowed) external;
 
     /// @notice Assign device keys to one of the caller's policies. A device may be new, or already
     ///         on one of the caller's policies; its counters and nonces stay with it.
+    /// @param policyId A policy of the caller's. @param devices Device key addresses.
     function assignDevices(uint32 policyId, address[] calldata devices) external;
 
     /// @notice Create a policy for one device and assign the device to it, in one call.
+    /// @param device The device key's address. @param params The policy.
     /// @return policyId The new policy's id.
     function registerDevice(address device, PolicyParams calldata params) external returns (uint32 policyId);
 
     /// @notice Pause or unpause one device of the caller's.
+    /// @param device The device key's address. @param paused True to pause.
     function setDevicePaused(address device, bool paused) external;
 
     /// @notice Revoke a device key for good: it can never pay again, nor be registered again.
+    /// @param device The device key's address.
     function revokeDevice(address device) external;
 
     /// @notice Freeze every device on every policy of the caller in one transaction. A policy
@@ -327,34 +336,43 @@ interface IMachinePay {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Ledger balance of `account` in `token`, token units.
+    /// @param account Any account. @param token Token, or address(0) for the native coin.
     function balanceOf(address account, address token) external view returns (uint256);
 
-    /// @notice A policy as stored.
+    /// @notice A policy as stored (all zero for an unknown id).
+    /// @param policyId Policy id.
     function getPolicy(uint32 policyId) external view returns (Policy memory);
 
     /// @notice How many policies exist; ids run from 1 to this.
     function policyCount() external view returns (uint32);
 
     /// @notice Whether `account` owns a policy (its withdrawals then need notice).
+    /// @param account Any account.
     function ownsPolicies(address account) external view returns (bool);
 
     /// @notice A device's stored state.
+    /// @param device The device key's address.
     function getDevice(address device) external view returns (DeviceState memory);
 
     /// @notice A device's remaining headroom now; see Headroom.
+    /// @param device The device key's address.
     function headroom(address device) external view returns (Headroom memory);
 
     /// @notice Whether `nonce` would be refused for `device` now (settled, or below the window).
+    /// @param device The device key's address. @param nonce The payment nonce.
     /// @return reason None if the nonce is usable, else NonceUsed, NonceTooOld or NonceTooLarge.
     function nonceStatus(address device, uint256 nonce) external view returns (Reason reason);
 
     /// @notice Whether a restricted policy's allow-list lists `payee`.
+    /// @param policyId Policy id. @param payee Any account.
     function isPayeeAllowed(uint32 policyId, address payee) external view returns (bool);
 
-    /// @notice The owner's announced withdrawal of `token`, if any.
+    /// @notice The owner's announced withdrawal of `token`, if any (readyAt 0: none).
+    /// @param owner Any account. @param token Token.
     function pendingWithdrawal(address owner, address token) external view returns (PendingWithdrawal memory);
 
     /// @notice The owner's current freeze epoch.
+    /// @param owner Any account.
     function ownerEpoch(address owner) external view returns (uint32);
 
     /// @notice Seconds an owner waits between announcing and executing a withdrawal.
