@@ -9,6 +9,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 
 import {IMachinePay} from "./interfaces/IMachinePay.sol";
 import {PaymentHash} from "./libraries/PaymentHash.sol";
+import {VoucherHash} from "./libraries/VoucherHash.sol";
 import {NonceWindow} from "./libraries/NonceWindow.sol";
 import {PackedState} from "./libraries/PackedState.sol";
 
@@ -40,6 +41,8 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     mapping(uint32 policyId => Policy) internal _policies;
     mapping(uint32 policyId => mapping(address payee => bool)) internal _payeeAllowed;
     mapping(address device => DeviceState) internal _devices;
+    /// @dev Tab state by tabKey: settled(96) | closesAt(40), see IMachinePay.Tab.
+    mapping(bytes32 tabKey => uint256) internal _tabs;
     uint32 internal _policyCount;
 
     /// @param noticePeriod Seconds between announcing and executing an owner withdrawal.
@@ -278,18 +281,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         // preview can never drift from what settle does, and no state survives it.
         try this.previewAndRevert(token, payments, feeRecipient == address(0) ? msg.sender : feeRecipient) {}
         catch (bytes memory data) {
-            if (data.length < 4 || bytes4(data) != PreviewResult.selector) {
-                assembly ("memory-safe") {
-                    revert(add(data, 0x20), mload(data))
-                }
-            }
-            assembly ("memory-safe") {
-                // Drop the selector in place: what follows is abi.encode(reasons, devices).
-                let len := sub(mload(data), 4)
-                data := add(data, 4)
-                mstore(data, len)
-            }
-            (reasons, devices) = abi.decode(data, (Reason[], address[]));
+            return _previewResult(data);
         }
     }
 
@@ -298,6 +290,55 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     function previewAndRevert(address token, SignedPayment[] calldata payments, address feeRecipient) external {
         (Reason[] memory reasons, address[] memory devices) = _settle(token, payments, feeRecipient);
         revert PreviewResult(reasons, devices);
+    }
+
+    /// @inheritdoc IMachinePay
+    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        return _settleVouchers(token, vouchers, feeRecipient == address(0) ? msg.sender : feeRecipient);
+    }
+
+    /// @inheritdoc IMachinePay
+    function previewVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        try this.previewVouchersAndRevert(token, vouchers, feeRecipient == address(0) ? msg.sender : feeRecipient) {}
+        catch (bytes memory data) {
+            return _previewResult(data);
+        }
+    }
+
+    /// @notice Used by previewVouchers only: settles, then reverts with PreviewResult. Always reverts.
+    /// @param token As in settleVouchers. @param vouchers As in settleVouchers.
+    /// @param feeRecipient As in settleVouchers.
+    function previewVouchersAndRevert(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        external
+    {
+        (Reason[] memory reasons, address[] memory devices) = _settleVouchers(token, vouchers, feeRecipient);
+        revert PreviewResult(reasons, devices);
+    }
+
+    /// @dev Decodes PreviewResult from a rolled-back settlement; re-raises any other failure.
+    function _previewResult(bytes memory data)
+        internal
+        pure
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        if (data.length < 4 || bytes4(data) != PreviewResult.selector) {
+            assembly ("memory-safe") {
+                revert(add(data, 0x20), mload(data))
+            }
+        }
+        assembly ("memory-safe") {
+            // Drop the selector in place: what follows is abi.encode(reasons, devices).
+            let len := sub(mload(data), 4)
+            data := add(data, 4)
+            mstore(data, len)
+        }
+        (reasons, devices) = abi.decode(data, (Reason[], address[]));
     }
 
     /// @dev What consecutive items of one batch share, kept in memory: a fleet's devices share a
@@ -340,15 +381,42 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
     }
 
+    function _settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        internal
+        returns (Reason[] memory reasons, address[] memory devices)
+    {
+        uint256 n = vouchers.length;
+        reasons = new Reason[](n);
+        devices = new address[](n);
+        Batch memory b;
+        b.token = token;
+        b.feeRecipient = feeRecipient;
+        uint256 settled;
+        for (uint256 i; i < n; ++i) {
+            (Reason reason, address device) = _settleVoucher(b, vouchers[i]);
+            devices[i] = device;
+            if (reason == Reason.None) {
+                ++settled;
+            } else {
+                reasons[i] = reason;
+                emit VoucherSkipped(i, device, reason);
+            }
+        }
+        if (b.owner != address(0)) _balances[b.owner][token] = b.ownerBalance;
+        emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
+    }
+
     /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: the
     ///      device slot is read once into a stack word (see PackedState) and written once.
-    function _settleOne(Batch memory b, SignedPayment calldata p) internal returns (Reason, address device) {
+    function _settleOne(Batch memory b, SignedPayment calldata p) internal returns (Reason reason, address device) {
         {
             bytes32 digest = _hashTypedDataV4(PaymentHash.hashPacked(b.token, p.payeeAmount, p.terms, p.ref));
             ECDSA.RecoverError err;
             (device, err,) = ECDSA.tryRecover(digest, p.r, p.vs);
             if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
         }
+        // The device and terms checks below are _admit and _checkTerms written out: with a second
+        // caller (_settleVoucher) via-IR stops inlining them, which costs ~180 gas per payment.
         uint256 d = _deviceWord(device);
         {
             uint32 policyId = d.policyId();
@@ -374,11 +442,73 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         unchecked {
             total = uint256(uint96(p.payeeAmount)) + uint96(terms >> 64);
         }
-        Reason reason = _spend(b, d, device, total, uint32(terms));
+        (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), uint32(terms));
+        reason = _spend(b, d, device, total, PackedState.nonceBits(top, window));
         if (reason != Reason.None) return (reason, device);
         _credit(b, payee, uint96(p.payeeAmount), uint96(terms >> 64));
         emit PaymentSettled(device, payee, b.token, uint96(p.payeeAmount), uint32(terms), p.ref, uint96(terms >> 64));
-        return (Reason.None, device);
+    }
+
+    /// @dev As _settleOne, for a tab voucher: pays the increase of the tab's cumulative amount.
+    function _settleVoucher(Batch memory b, SignedVoucher calldata v) internal returns (Reason reason, address device) {
+        {
+            bytes32 digest = _hashTypedDataV4(VoucherHash.hashPacked(b.token, v.payeeCumulative, v.terms, v.tabId));
+            ECDSA.RecoverError err;
+            (device, err,) = ECDSA.tryRecover(digest, v.r, v.vs);
+            if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
+        }
+        uint256 d;
+        (reason, d) = _admit(b, device);
+        if (reason != Reason.None) return (reason, device);
+        address payee = address(uint160(v.payeeCumulative >> 96));
+        reason = _checkTerms(b, payee, v.terms);
+        if (reason != Reason.None) return (reason, device);
+        return (_payTab(b, v, device, d, payee), device);
+    }
+
+    /// @dev Tab-level checks and effects of a voucher that passed the device and terms checks.
+    function _payTab(Batch memory b, SignedVoucher calldata v, address device, uint256 d, address payee)
+        internal
+        returns (Reason reason)
+    {
+        bytes32 key = _tabKey(device, payee, b.token, v.tabId);
+        uint256 tab = _tabs[key];
+        uint256 closesAt = tab >> 96;
+        if (closesAt != 0 && block.timestamp >= closesAt) return Reason.TabClosed;
+        uint256 cumulative = uint96(v.payeeCumulative);
+        uint256 settled = uint96(tab);
+        if (cumulative <= settled) return Reason.VoucherStale;
+        uint256 fee = uint96(v.terms >> 64);
+        // Unchecked: cumulative > settled, and increment + fee < 2^97.
+        unchecked {
+            reason = _spend(b, d, device, cumulative - settled + fee, d.nonceBitsOf());
+        }
+        if (reason != Reason.None) return reason;
+        _tabs[key] = (tab & ~uint256(type(uint96).max)) | cumulative;
+        unchecked {
+            _credit(b, payee, cumulative - settled, fee);
+            emit VoucherSettled(device, payee, b.token, v.tabId, cumulative - settled, cumulative, fee);
+        }
+    }
+
+    /// @dev Device- and policy-level checks (loads the policy into the batch cache on a change).
+    function _admit(Batch memory b, address device) internal returns (Reason, uint256 d) {
+        d = _deviceWord(device);
+        uint32 policyId = d.policyId();
+        if (policyId == 0) return (Reason.UnknownDevice, d);
+        if (policyId == REVOKED) return (Reason.DeviceRevoked, d);
+        if (d.paused()) return (Reason.DevicePaused, d);
+        if (policyId != b.policyId) _loadPolicy(b, policyId);
+        return (b.policyStatus, d);
+    }
+
+    /// @dev Checks on the signed terms shared by payments and vouchers: deadline, payee, fee.
+    function _checkTerms(Batch memory b, address payee, uint256 terms) internal view returns (Reason) {
+        if (block.timestamp >= (terms >> 32) & PackedState.U32) return Reason.DeadlinePassed;
+        if (payee == address(0)) return Reason.InvalidPayee;
+        if (b.w1.payeesRestricted() && !_payeeAllowed[b.policyId][payee]) return Reason.PayeeNotAllowed;
+        if (uint96(terms >> 64) > terms >> 160) return Reason.FeeAboveMax;
+        return Reason.None;
     }
 
     /// @dev Caches policy `policyId` in `b`. A new owner's balance replaces the previous owner's,
@@ -401,7 +531,10 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
 
     /// @dev Cap and balance checks for `total` (amount + fee); on success debits the cached owner
     ///      balance and writes the device word (counters rolled into the current period, nonce marked).
-    function _spend(Batch memory b, uint256 d, address device, uint256 total, uint32 nonce) internal returns (Reason) {
+    function _spend(Batch memory b, uint256 d, address device, uint256 total, uint256 nonceBits)
+        internal
+        returns (Reason)
+    {
         uint256 w2 = b.w2;
         if (total > w2.maxPerPayment()) return Reason.ExceedsPaymentCap;
         uint256 index = block.timestamp / b.w1.periodLength();
@@ -415,7 +548,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             if (b.ownerBalance < total) return Reason.InsufficientBalance;
             b.ownerBalance -= total;
             // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
-            _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonce);
+            _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonceBits);
         }
         return Reason.None;
     }
@@ -427,10 +560,9 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         uint256 index,
         uint256 periodSpent,
         uint256 lifetimeSpent,
-        uint32 nonce
+        uint256 nonceBits
     ) internal {
-        (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), nonce);
-        uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, top, window);
+        uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, nonceBits);
         DeviceState storage slot = _devices[device];
         assembly ("memory-safe") {
             sstore(slot.slot, next)
@@ -472,6 +604,61 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             w0 := sload(s.slot)
             w1 := sload(add(s.slot, 1))
             w2 := sload(add(s.slot, 2))
+        }
+    }
+
+    // =============================================================================================
+    // Tabs
+    // =============================================================================================
+
+    /// @inheritdoc IMachinePay
+    function closeTab(address device, address payee, address token, uint256 tabId) external {
+        if (msg.sender == payee) {
+            _closeTab(device, payee, token, tabId, block.timestamp);
+            return;
+        }
+        uint32 policyId = _devices[device].policyId;
+        if (policyId == 0 || policyId == REVOKED || _policies[policyId].owner != msg.sender) {
+            revert NotTabParty(msg.sender);
+        }
+        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD);
+    }
+
+    /// @inheritdoc IMachinePay
+    function closeTabBySignature(
+        address device,
+        address payee,
+        address token,
+        uint256 tabId,
+        uint256 deadline,
+        bytes32 r,
+        bytes32 vs
+    ) external {
+        if (block.timestamp >= deadline) revert SignatureExpired(deadline, block.timestamp);
+        bytes32 digest = _hashTypedDataV4(VoucherHash.hashClose(payee, token, tabId, deadline));
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
+        if (err != ECDSA.RecoverError.NoError || signer != device) revert InvalidDeviceSignature(device);
+        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD);
+    }
+
+    /// @dev Sets when a tab stops settling; only ever moves that time earlier.
+    function _closeTab(address device, address payee, address token, uint256 tabId, uint256 closesAt) internal {
+        bytes32 key = _tabKey(device, payee, token, tabId);
+        uint256 tab = _tabs[key];
+        uint256 current = tab >> 96;
+        if (current != 0 && current <= closesAt) revert TabAlreadyClosing(current);
+        _tabs[key] = uint96(tab) | (closesAt << 96);
+        emit TabClosing(key, device, payee, token, tabId, closesAt, msg.sender);
+    }
+
+    function _tabKey(address device, address payee, address token, uint256 tabId) internal pure returns (bytes32 key) {
+        assembly ("memory-safe") {
+            let m := mload(0x40)
+            mstore(m, and(device, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 0x20), and(payee, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 0x40), and(token, 0xffffffffffffffffffffffffffffffffffffffff))
+            mstore(add(m, 0x60), tabId)
+            key := keccak256(m, 0x80)
         }
     }
 
@@ -561,6 +748,17 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @inheritdoc IMachinePay
     function ownsPolicies(address account) external view returns (bool) {
         return _owners[account].hasPolicies;
+    }
+
+    /// @inheritdoc IMachinePay
+    function getTab(address device, address payee, address token, uint256 tabId) external view returns (Tab memory) {
+        uint256 tab = _tabs[_tabKey(device, payee, token, tabId)];
+        return Tab({settled: uint96(tab), closesAt: uint40(tab >> 96)});
+    }
+
+    /// @inheritdoc IMachinePay
+    function tabKey(address device, address payee, address token, uint256 tabId) external pure returns (bytes32) {
+        return _tabKey(device, payee, token, tabId);
     }
 
     /// @inheritdoc IMachinePay

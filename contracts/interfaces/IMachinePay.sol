@@ -14,7 +14,8 @@ interface IMachinePay {
     ///         new reasons are only ever appended.
     enum Reason {
         None, // 0  settled
-        InvalidSignature, // 1  malformed, high-s or unrecoverable signature
+        InvalidSignature, // 1  malformed or unrecoverable signature, or s above n/2 (the compact
+        //                   form cannot carry a high-s twin: flipping s changes the signer instead)
         UnknownDevice, // 2  the recovered signer has no policy: not registered, or the signature
         //                   covers other data (token, chain id, contract, any field)
         DeviceRevoked, // 3  the device key was revoked for good
@@ -34,7 +35,9 @@ interface IMachinePay {
         ExceedsPeriodCap, // 17 amount + fee > what is left of policy.maxPerPeriod in this period
         ExceedsLifetimeCap, // 18 amount + fee > what is left of policy.lifetimeMax
         InsufficientBalance, // 19 the owner's ledger balance is below amount + fee
-        NonceTooLarge // 20 nonces are below 2^32 (only nonceStatus reports it: calldata cannot carry more)
+        NonceTooLarge, // 20 nonces are below 2^32 (only nonceStatus reports it: calldata cannot carry more)
+        TabClosed, // 21 the voucher's tab is closed (its closing notice has run out)
+        VoucherStale // 22 the voucher's cumulative amount is not above what its tab already settled
     }
 
     /// @notice Spending policy parameters, as an owner sets them.
@@ -104,6 +107,27 @@ interface IMachinePay {
         bytes32 ref;
         bytes32 r;
         bytes32 vs;
+    }
+
+    /// @notice A signed tab voucher as it travels in calldata: five words.
+    /// @dev The EIP-712 `Voucher` the device signs has the same values, widened to uint256.
+    ///      payeeCumulative = payee(160) << 96 | cumulative(96)
+    ///      terms           = maxFee(96) << 160 | fee(96) << 64 | deadline(32) << 32 (low 32 bits unused)
+    ///      (r, vs) is the EIP-2098 compact signature. `fee` is not signed: at most maxFee.
+    struct SignedVoucher {
+        uint256 payeeCumulative;
+        uint256 terms;
+        uint256 tabId;
+        bytes32 r;
+        bytes32 vs;
+    }
+
+    /// @notice A tab's stored state: one slot, settled(96) | closesAt(40).
+    /// @param settled Cumulative amount already paid on the tab, token units.
+    /// @param closesAt 0 while open; else vouchers settle only before this timestamp.
+    struct Tab {
+        uint96 settled;
+        uint40 closesAt;
     }
 
     /// @notice What a relayer or UI needs to know about a device now.
@@ -199,6 +223,29 @@ interface IMachinePay {
     /// @param index Position in the submitted batch. @param device Recovered signer (0 if none).
     event PaymentSkipped(uint256 index, address device, Reason reason);
 
+    /// @notice A tab voucher settled: the tab now stands at `cumulative`, `increment` was paid.
+    /// @param tabId The device's id for the tab. @param increment Token units credited to the payee.
+    /// @param cumulative Token units paid on the tab in all. @param fee Token units credited to the fee recipient.
+    event VoucherSettled(
+        address indexed device,
+        address indexed payee,
+        address token,
+        uint256 tabId,
+        uint256 increment,
+        uint256 cumulative,
+        uint256 fee
+    );
+
+    /// @notice A voucher in a batch was skipped; nothing of it settled.
+    /// @param index Position in the batch. @param device Recovered signer (0 if none).
+    event VoucherSkipped(uint256 index, address device, Reason reason);
+
+    /// @notice A tab is closing: vouchers settle until `closesAt`, then never again.
+    /// @param closesAt Unix seconds. @param by Who closed it (payee, owner, or the device by signature).
+    event TabClosing(
+        bytes32 indexed tabKey, address indexed device, address indexed payee, address token, uint256 tabId, uint256 closesAt, address by
+    );
+
     /// @notice A batch was processed.
     /// @param feeRecipient Credited with the fees (per item in PaymentSettled).
     /// @param settled Items settled. @param skipped Items skipped.
@@ -228,6 +275,10 @@ interface IMachinePay {
     error DeviceIsRevoked(address device);
     error NotDeviceOwner(address device, address caller);
     error TooManyPolicies();
+    error NotTabParty(address caller);
+    error TabAlreadyClosing(uint256 closesAt);
+    error SignatureExpired(uint256 deadline, uint256 now_);
+    error InvalidDeviceSignature(address device);
     /// @notice Carries preview's results out of the rolled-back settlement (internal to preview).
     error PreviewResult(Reason[] reasons, address[] devices);
 
@@ -331,8 +382,53 @@ interface IMachinePay {
         external
         returns (Reason[] memory reasons, address[] memory devices);
 
+    /// @notice Settle a batch of tab vouchers. Anyone may call (a payee settles its own tabs). Each
+    ///         settles the increase of its tab's cumulative amount; older vouchers are then stale.
+    ///         Caps apply to what is paid: per-payment to increment + fee, period and lifetime to the
+    ///         device's running totals. A bad item is skipped (VoucherSkipped) and never reverts the batch.
+    /// @param token The token every voucher signed. @param vouchers Packed signed vouchers.
+    /// @param feeRecipient Credited with each item's fee (address(0): the caller).
+    /// @return reasons Per item: None if settled, else why not. @return devices Per item: the signer.
+    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices);
+
+    /// @notice What settleVouchers would do now, without changing state (use eth_call).
+    /// @param token As in settleVouchers. @param vouchers As in settleVouchers. @param feeRecipient As in settleVouchers.
+    /// @return reasons As settleVouchers would return them. @return devices As settleVouchers would return them.
+    function previewVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+        external
+        returns (Reason[] memory reasons, address[] memory devices);
+
+    /// @notice Close a tab. The payee closes it at once (it gives up further vouchers); the device's
+    ///         owner closes it after NOTICE_PERIOD, so the payee can still settle the newest voucher.
+    /// @param device Tab's device. @param payee Tab's payee. @param token Tab's token. @param tabId Tab's id.
+    function closeTab(address device, address payee, address token, uint256 tabId) external;
+
+    /// @notice Close a tab with the device's EIP-712 `TabClose` signature (devices send no
+    ///         transactions); takes effect after NOTICE_PERIOD, as an owner's close.
+    /// @param device Tab's device. @param payee Tab's payee. @param token Tab's token. @param tabId Tab's id.
+    /// @param deadline The signature is valid before this timestamp. @param r Signature r. @param vs EIP-2098 vs.
+    function closeTabBySignature(
+        address device,
+        address payee,
+        address token,
+        uint256 tabId,
+        uint256 deadline,
+        bytes32 r,
+        bytes32 vs
+    ) external;
+
     // ---------------------------------------------------------------------------------------------
     // Views
+
+    /// @notice A tab's state. @param device Tab's device. @param payee Tab's payee.
+    /// @param token Tab's token. @param tabId Tab's id.
+    function getTab(address device, address payee, address token, uint256 tabId) external view returns (Tab memory);
+
+    /// @notice The storage key of a tab: keccak256(abi.encode(device, payee, token, tabId)).
+    /// @param device Tab's device. @param payee Tab's payee. @param token Tab's token. @param tabId Tab's id.
+    function tabKey(address device, address payee, address token, uint256 tabId) external pure returns (bytes32);
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Ledger balance of `account` in `token`, token units.

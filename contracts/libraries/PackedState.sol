@@ -47,15 +47,25 @@ library PackedState {
         return uint24(d >> 232);
     }
 
-    /// @notice The device word after a payment of `total` settled in period `index` with the new
-    ///         nonce window; policyId and paused are kept. Callers bound the spends to uint64.
-    function withSpend(uint256 d, uint256 index, uint256 newPeriodSpent, uint256 newLifetimeSpent, uint32 top, uint24 window)
+    /// @notice The nonce fields (top, window) in their place in the device word.
+    function nonceBits(uint32 top, uint24 window) internal pure returns (uint256) {
+        return (uint256(top) << 200) | (uint256(window) << 232);
+    }
+
+    /// @notice The device word's own nonce fields, in place.
+    function nonceBitsOf(uint256 d) internal pure returns (uint256) {
+        return d & (type(uint256).max << 200);
+    }
+
+    /// @notice The device word after a spend of the counters in period `index`, with the nonce
+    ///         fields `bits` (see nonceBits); policyId and paused are kept. Callers bound the
+    ///         spends to uint64.
+    function withSpend(uint256 d, uint256 index, uint256 newPeriodSpent, uint256 newLifetimeSpent, uint256 bits)
         internal
         pure
         returns (uint256)
     {
-        return (d & 0xffffffffff) | (index << 40) | (newPeriodSpent << 72) | (newLifetimeSpent << 136)
-            | (uint256(top) << 200) | (uint256(window) << 232);
+        return (d & 0xffffffffff) | (index << 40) | (newPeriodSpent << 72) | (newLifetimeSpent << 136) | bits;
     }
 
     // Policy word 0

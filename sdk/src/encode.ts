@@ -57,3 +57,20 @@ export function packPayment(payment: Payment, signature: Hex, fee = 0n): PackedP
 function toWord(value: bigint): Hex {
   return `0x${value.toString(16).padStart(64, "0")}`;
 }
+
+/** A signed voucher in the packed form `MachinePay.settleVouchers` takes (IMachinePay.SignedVoucher). */
+export type PackedVoucher = { payeeCumulative: bigint; terms: bigint; tabId: bigint; r: Hex; vs: Hex };
+
+/** Pack a signed voucher for `settleVouchers`; `fee` as in packPayment (at most `voucher.maxFee`). */
+export function packVoucher(voucher: Voucher, signature: Hex, fee = 0n): PackedVoucher {
+  checkRange("amount", voucher.cumulative);
+  checkRange("deadline", voucher.deadline);
+  checkRange("maxFee", voucher.maxFee);
+  checkRange("maxFee", fee);
+  if (voucher.tabId < 0n || voucher.tabId >= 1n << 256n) {
+    throw new PaymentEncodingError(`tabId ${voucher.tabId} is out of range: it must be a uint256`);
+  }
+  const payeeCumulative = (BigInt(voucher.payee) << 96n) | voucher.cumulative;
+  const terms = (voucher.maxFee << 160n) | (fee << 64n) | (voucher.deadline << 32n);
+  return { payeeCumulative, terms, tabId: voucher.tabId, ...toCompactSignature(signature) };
+}

@@ -76,7 +76,7 @@ export const voucherTypes = {
 /**
  * A tab voucher: the device owes `payee` a `cumulative` total on tab (device, payee, token, tabId)
  * so far. Settling it pays only the difference from what the tab already settled; any older
- * voucher of the tab is then worthless. (The contract side lands with the tabs issue.)
+ * voucher of the tab is then worthless.
  */
 export type Voucher = {
   payee: Address;
@@ -118,6 +118,8 @@ export const REASONS = [
   "ExceedsLifetimeCap",
   "InsufficientBalance",
   "NonceTooLarge",
+  "TabClosed",
+  "VoucherStale",
 ] as const;
 export type ReasonName = (typeof REASONS)[number];
 
