@@ -1,4 +1,4 @@
-import { type Hex, LIMITS, type Payment } from "./types";
+import { type Hex, LIMITS, type Payment, type Voucher } from "./types";
 
 /** A signed payment in the packed form `MachinePay.settle` takes (IMachinePay.SignedPayment). */
 export type PackedPayment = { payeeAmount: bigint; terms: bigint; ref: Hex; r: Hex; vs: Hex };
