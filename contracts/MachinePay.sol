@@ -10,6 +10,7 @@ import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/Reentrancy
 import {IMachinePay} from "./interfaces/IMachinePay.sol";
 import {PaymentHash} from "./libraries/PaymentHash.sol";
 import {VoucherHash} from "./libraries/VoucherHash.sol";
+import {OnboardingHash} from "./libraries/OnboardingHash.sol";
 import {NonceWindow} from "./libraries/NonceWindow.sol";
 import {PackedState} from "./libraries/PackedState.sol";
 
@@ -44,6 +45,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @dev Tab state by tabKey: settled(96) | closesAt(40), see IMachinePay.Tab.
     mapping(bytes32 tabKey => uint256) internal _tabs;
     uint32 internal _policyCount;
+    mapping(address owner => mapping(uint256 nonce => bool)) internal _ownerNonceUsed;
 
     /// @param noticePeriod Seconds between announcing and executing an owner withdrawal.
     constructor(uint256 noticePeriod) EIP712("MachinePay", "1") {
@@ -143,31 +145,26 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     // =============================================================================================
 
     /// @inheritdoc IMachinePay
-    function createPolicy(PolicyParams calldata params) public returns (uint32 policyId) {
-        uint32 count = _policyCount;
-        if (count == REVOKED - 1) revert TooManyPolicies();
-        policyId = count + 1;
-        _policyCount = policyId;
-        _owners[msg.sender].hasPolicies = true;
-        _writePolicy(policyId, params, false);
+    function createPolicy(PolicyParams calldata params) external returns (uint32 policyId) {
+        return _createPolicy(msg.sender, params);
     }
 
     /// @inheritdoc IMachinePay
     function updatePolicy(uint32 policyId, PolicyParams calldata params) external {
-        _requirePolicyOwner(policyId);
-        _writePolicy(policyId, params, _policies[policyId].paused);
+        _requirePolicyOwner(msg.sender, policyId);
+        _writePolicy(msg.sender, policyId, params, _policies[policyId].paused);
     }
 
     /// @inheritdoc IMachinePay
     function setPolicyPaused(uint32 policyId, bool paused) external {
-        _requirePolicyOwner(policyId);
+        _requirePolicyOwner(msg.sender, policyId);
         _policies[policyId].paused = paused;
         emit PolicyPausedSet(policyId, paused);
     }
 
     /// @inheritdoc IMachinePay
     function setPayees(uint32 policyId, address[] calldata payees, bool allowed) external {
-        _requirePolicyOwner(policyId);
+        _requirePolicyOwner(msg.sender, policyId);
         mapping(address => bool) storage list = _payeeAllowed[policyId];
         for (uint256 i; i < payees.length; ++i) {
             list[payees[i]] = allowed;
@@ -177,31 +174,28 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
 
     /// @inheritdoc IMachinePay
     function assignDevices(uint32 policyId, address[] calldata devices) external {
-        _requirePolicyOwner(policyId);
+        _requirePolicyOwner(msg.sender, policyId);
         for (uint256 i; i < devices.length; ++i) {
-            _assign(devices[i], policyId);
+            _assign(msg.sender, devices[i], policyId);
         }
     }
 
     /// @inheritdoc IMachinePay
     function registerDevice(address device, PolicyParams calldata params) external returns (uint32 policyId) {
-        policyId = createPolicy(params);
-        _assign(device, policyId);
+        policyId = _createPolicy(msg.sender, params);
+        _assign(msg.sender, device, policyId);
     }
 
     /// @inheritdoc IMachinePay
     function setDevicePaused(address device, bool paused) external {
-        _requireDeviceOwner(device);
+        _requireDeviceOwner(msg.sender, device);
         _devices[device].paused = paused;
         emit DevicePausedSet(device, paused);
     }
 
     /// @inheritdoc IMachinePay
     function revokeDevice(address device) external {
-        _requireDeviceOwner(device);
-        // Counters and nonces stay: the key can never settle again anyway.
-        _devices[device].policyId = REVOKED;
-        emit DeviceRevokedForever(device, msg.sender);
+        _revoke(msg.sender, device);
     }
 
     /// @inheritdoc IMachinePay
@@ -211,14 +205,68 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         emit OwnerFrozen(msg.sender, epoch);
     }
 
-    function _writePolicy(uint32 policyId, PolicyParams calldata params, bool paused) internal {
+    /// @inheritdoc IMachinePay
+    function onboardBySignature(Onboarding calldata onboarding, address[] calldata devices, bytes32 r, bytes32 vs)
+        external
+        returns (uint32 policyId)
+    {
+        bytes32 structHash = OnboardingHash.hashOnboarding(onboarding, devices);
+        address owner = _useOwnerSignature(structHash, onboarding.epoch, onboarding.nonce, onboarding.deadline, r, vs);
+        policyId = onboarding.policyId;
+        if (policyId == 0) {
+            policyId = _createPolicy(owner, onboarding.policy);
+        } else {
+            _requirePolicyOwner(owner, policyId);
+            _writePolicy(owner, policyId, onboarding.policy, _policies[policyId].paused);
+        }
+        for (uint256 i; i < devices.length; ++i) {
+            _assign(owner, devices[i], policyId);
+        }
+    }
+
+    /// @inheritdoc IMachinePay
+    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes32 r, bytes32 vs)
+        external
+    {
+        bytes32 structHash = OnboardingHash.hashRevocation(revocation, devices);
+        address owner = _useOwnerSignature(structHash, revocation.epoch, revocation.nonce, revocation.deadline, r, vs);
+        for (uint256 i; i < devices.length; ++i) {
+            _revoke(owner, devices[i]);
+        }
+    }
+
+    /// @dev Recovers the owner of an onboarding or revocation message and spends its nonce.
+    function _useOwnerSignature(bytes32 structHash, uint256 epoch, uint256 nonce, uint256 deadline, bytes32 r, bytes32 vs)
+        internal
+        returns (address owner)
+    {
+        if (block.timestamp >= deadline) revert SignatureExpired(deadline, block.timestamp);
+        ECDSA.RecoverError err;
+        (owner, err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), r, vs);
+        if (err != ECDSA.RecoverError.NoError) revert InvalidOwnerSignature();
+        uint32 current = _owners[owner].epoch;
+        if (epoch != current) revert StaleEpoch(owner, epoch, current);
+        if (_ownerNonceUsed[owner][nonce]) revert OwnerNonceUsed(owner, nonce);
+        _ownerNonceUsed[owner][nonce] = true;
+    }
+
+    function _createPolicy(address owner, PolicyParams calldata params) internal returns (uint32 policyId) {
+        uint32 count = _policyCount;
+        if (count == REVOKED - 1) revert TooManyPolicies();
+        policyId = count + 1;
+        _policyCount = policyId;
+        _owners[owner].hasPolicies = true;
+        _writePolicy(owner, policyId, params, false);
+    }
+
+    function _writePolicy(address owner, uint32 policyId, PolicyParams calldata params, bool paused) internal {
         if (params.periodLength == 0) revert InvalidPeriodLength(0);
         if (params.validUntil != 0 && params.validUntil <= params.validFrom) {
             revert InvalidValidity(params.validFrom, params.validUntil);
         }
         Policy memory policy = Policy({
-            owner: msg.sender,
-            epoch: _owners[msg.sender].epoch,
+            owner: owner,
+            epoch: _owners[owner].epoch,
             validFrom: params.validFrom,
             validUntil: params.validUntil,
             token: params.token,
@@ -230,34 +278,41 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             lifetimeMax: params.lifetimeMax
         });
         _policies[policyId] = policy;
-        emit PolicySet(policyId, msg.sender, policy);
+        emit PolicySet(policyId, owner, policy);
     }
 
-    function _assign(address device, uint32 policyId) internal {
+    function _assign(address owner, address device, uint32 policyId) internal {
         if (device == address(0)) revert ZeroAddress();
         DeviceState storage state = _devices[device];
         uint32 current = state.policyId;
         if (current == REVOKED) revert DeviceIsRevoked(device);
         if (current != 0) {
-            address owner = _policies[current].owner;
-            if (owner != msg.sender) revert DeviceOwnedByAnother(device, owner);
+            address holder = _policies[current].owner;
+            if (holder != owner) revert DeviceOwnedByAnother(device, holder);
         }
         // Nonces and counters are kept: re-assigning must never make an old signature valid again.
         state.policyId = policyId;
-        emit DeviceAssigned(device, policyId, msg.sender);
+        emit DeviceAssigned(device, policyId, owner);
     }
 
-    function _requirePolicyOwner(uint32 policyId) internal view {
+    function _revoke(address owner, address device) internal {
+        _requireDeviceOwner(owner, device);
+        // Counters and nonces stay: the key can never settle again anyway.
+        _devices[device].policyId = REVOKED;
+        emit DeviceRevokedForever(device, owner);
+    }
+
+    function _requirePolicyOwner(address caller, uint32 policyId) internal view {
         address owner = _policies[policyId].owner;
         if (owner == address(0)) revert UnknownPolicy(policyId);
-        if (owner != msg.sender) revert NotPolicyOwner(policyId, msg.sender);
+        if (owner != caller) revert NotPolicyOwner(policyId, caller);
     }
 
-    function _requireDeviceOwner(address device) internal view {
+    function _requireDeviceOwner(address caller, address device) internal view {
         uint32 policyId = _devices[device].policyId;
         if (policyId == 0) revert DeviceNotRegistered(device);
         if (policyId == REVOKED) revert DeviceIsRevoked(device);
-        if (_policies[policyId].owner != msg.sender) revert NotDeviceOwner(device, msg.sender);
+        if (_policies[policyId].owner != caller) revert NotDeviceOwner(device, caller);
     }
 
     // =============================================================================================
@@ -743,6 +798,11 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @inheritdoc IMachinePay
     function ownerEpoch(address owner) external view returns (uint32) {
         return _owners[owner].epoch;
+    }
+
+    /// @inheritdoc IMachinePay
+    function ownerNonceUsed(address owner, uint256 nonce) external view returns (bool) {
+        return _ownerNonceUsed[owner][nonce];
     }
 
     /// @inheritdoc IMachinePay

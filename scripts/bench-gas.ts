@@ -8,7 +8,17 @@
 
 import type { BaseWallet, ContractTransactionReceipt } from "ethers";
 import { ethers } from "hardhat";
-import { type Address, type Hex, machinePayDomain, type Payment, packPayment, signPayment } from "../sdk/src";
+import {
+  type Address,
+  type Hex,
+  machinePayDomain,
+  type Payment,
+  packPayment,
+  packVoucher,
+  signPayment,
+  signVoucher,
+  type Voucher,
+} from "../sdk/src";
 
 const SIZES = (process.env.BENCH_SIZES ?? "1,10,100,500,1000").split(",").map(Number);
 const PAYEES = 5;
@@ -182,6 +192,60 @@ async function main() {
   for (const r of rows) console.log(r);
   const fixed = 4 + 32 * 4; // selector, token, array offset, feeRecipient, array length
   const maxBatch = Math.floor((MEMPOOL_LIMIT - fixed - 200) / perItemBytes); // ~200 B of tx envelope
+
+  // Tabs: one voucher per tab, each tab on its own device (distinct devices, as above). The first
+  // voucher of a tab creates its slot; later ones update it (the steady state of a streaming tab).
+  async function settleVouchers(devices: BaseWallet[], cumulative: bigint) {
+    const items = [];
+    for (let i = 0; i < devices.length; i++) {
+      const v: Voucher = {
+        payee: payees[i % PAYEES],
+        token: usdcAddress,
+        tabId: 1n,
+        cumulative: cumulative + BigInt(i),
+        deadline,
+        maxFee: 0n,
+      };
+      items.push(packVoucher(v, await signVoucher({ signer: devices[i], domain, voucher: v })));
+    }
+    try {
+      const tx = await pay
+        .connect(relayer)
+        .settleVouchers(usdcAddress, items, ethers.ZeroAddress, { gasLimit: TX_GAS_CAP });
+      const receipt = (await tx.wait())!;
+      const skipped = receipt.logs.filter((l) => l.topics[0] === pay.interface.getEvent("VoucherSkipped").topicHash);
+      if (skipped.length) throw new Error(`${skipped.length} vouchers skipped: the benchmark is broken`);
+      return receipt.gasUsed;
+    } catch (e) {
+      if (/out of gas/i.test(String(e))) return undefined;
+      throw e;
+    }
+  }
+  const voucherRows: string[] = [];
+  for (const n of SIZES) {
+    const devices = await fleet(n, false);
+    for (const [label, cumulative] of [
+      ["first voucher of each tab", 10_000n],
+      ["next voucher of each tab", 20_000n],
+    ] as const) {
+      const gas = await settleVouchers(devices, cumulative);
+      if (gas === undefined) {
+        voucherRows.push(`| ${n} | ${label} | over the ${TX_GAS_CAP} tx gas cap | - | - | - | - |`);
+        // Open the tabs in smaller batches (not measured) so the next row measures what it says.
+        for (let i = 0; i < n; i += 200) await settleVouchers(devices.slice(i, i + 200), cumulative);
+        continue;
+      }
+      const per = Number(gas) / n;
+      voucherRows.push(
+        `| ${n} | ${label} | ${gas} | ${per.toFixed(0)} | ${per.toFixed(0)} | ${(per / 20).toFixed(0)} | ${(per / 100).toFixed(0)} |`,
+      );
+    }
+  }
+  console.log(
+    "\n| batch | vouchers | tx gas | gas per voucher | per payment, 1 per voucher | 20 per voucher | 100 per voucher |",
+  );
+  console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
+  for (const r of voucherRows) console.log(r);
   console.log(`\nERC-20 transfer to a first-ever receiver: ${median(freshTransferGas)} gas (median of ${PAYEES}).`);
   console.log(
     `Largest batch under 128 KiB of transaction: ${maxBatch} payments (${perItemBytes} calldata bytes each).`,

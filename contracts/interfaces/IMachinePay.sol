@@ -109,6 +109,29 @@ interface IMachinePay {
         bytes32 vs;
     }
 
+    /// @notice An owner's signed order to set a policy and assign devices to it (EIP-712 `Onboarding`,
+    ///         with the device list alongside): anyone submits it.
+    /// @param policyId 0 to create a new policy, else one of the owner's policies to overwrite.
+    /// @param policy The policy's parameters.
+    /// @param epoch The owner's current epoch (ownerEpoch): an order signed before a freezeAll is void.
+    /// @param nonce Any unused number of the owner's (orders can be used in any order, each once).
+    /// @param deadline The order is valid before this timestamp.
+    struct Onboarding {
+        uint32 policyId;
+        PolicyParams policy;
+        uint32 epoch;
+        uint256 nonce;
+        uint256 deadline;
+    }
+
+    /// @notice An owner's signed order to revoke devices for good (EIP-712 `Revocation`).
+    /// @param epoch As in Onboarding. @param nonce As in Onboarding. @param deadline As in Onboarding.
+    struct Revocation {
+        uint32 epoch;
+        uint256 nonce;
+        uint256 deadline;
+    }
+
     /// @notice A signed tab voucher as it travels in calldata: five words.
     /// @dev The EIP-712 `Voucher` the device signs has the same values, widened to uint256.
     ///      payeeCumulative = payee(160) << 96 | cumulative(96)
@@ -279,6 +302,9 @@ interface IMachinePay {
     error TabAlreadyClosing(uint256 closesAt);
     error SignatureExpired(uint256 deadline, uint256 now_);
     error InvalidDeviceSignature(address device);
+    error InvalidOwnerSignature();
+    error StaleEpoch(address owner, uint256 signed, uint256 current);
+    error OwnerNonceUsed(address owner, uint256 nonce);
     /// @notice Carries preview's results out of the rolled-back settlement (internal to preview).
     error PreviewResult(Reason[] reasons, address[] devices);
 
@@ -358,6 +384,21 @@ interface IMachinePay {
     /// @notice Freeze every device on every policy of the caller in one transaction. A policy
     ///         thaws when its owner updates it again.
     function freezeAll() external;
+
+    /// @notice Onboard devices with the owner's EIP-712 `Onboarding` signature: creates or overwrites
+    ///         the policy and assigns `devices` to it, all for the signing owner. Anyone may submit.
+    /// @param onboarding The signed order. @param devices Device keys (their list is part of what is signed).
+    /// @param r Owner's signature r. @param vs Owner's EIP-2098 vs.
+    /// @return policyId The policy the devices were assigned to.
+    function onboardBySignature(Onboarding calldata onboarding, address[] calldata devices, bytes32 r, bytes32 vs)
+        external
+        returns (uint32 policyId);
+
+    /// @notice Revoke devices for good with the owner's EIP-712 `Revocation` signature. Anyone may submit.
+    /// @param revocation The signed order. @param devices Device keys (signed).
+    /// @param r Owner's signature r. @param vs Owner's EIP-2098 vs.
+    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes32 r, bytes32 vs)
+        external;
 
     // ---------------------------------------------------------------------------------------------
     // Settlement
@@ -441,6 +482,10 @@ interface IMachinePay {
 
     /// @notice How many policies exist; ids run from 1 to this.
     function policyCount() external view returns (uint32);
+
+    /// @notice Whether an owner's onboarding/revocation nonce is used.
+    /// @param owner Any account. @param nonce The nonce.
+    function ownerNonceUsed(address owner, uint256 nonce) external view returns (bool);
 
     /// @notice Whether `account` owns a policy (its withdrawals then need notice).
     /// @param account Any account.

@@ -20,7 +20,7 @@ export type TypedDataV4 = {
   types: Record<string, { name: string; type: string }[]>;
   primaryType: string;
   domain: MachinePayDomain;
-  message: Record<string, string>;
+  message: Record<string, unknown>;
 };
 
 /** A viem LocalAccount (privateKeyToAccount, mnemonicToAccount, …). */
@@ -61,10 +61,13 @@ function v4Types(types: Record<string, readonly { readonly name: string; readonl
   return out;
 }
 
-function stringify(message: Record<string, unknown>): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(message)) out[k] = typeof v === "bigint" ? v.toString() : String(v);
-  return out;
+function toJson(value: unknown): unknown {
+  if (typeof value === "bigint") return value.toString();
+  if (Array.isArray(value)) return value.map(toJson);
+  if (value !== null && typeof value === "object") {
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, toJson(v)]));
+  }
+  return value;
 }
 
 const EIP712_DOMAIN = [
@@ -74,24 +77,31 @@ const EIP712_DOMAIN = [
   { name: "verifyingContract", type: "address" },
 ];
 
-/** The `eth_signTypedData_v4` JSON for a payment (EIP712Domain included, numbers as strings). */
-export function paymentTypedDataV4(domain: MachinePayDomain, payment: Payment): TypedDataV4 {
+type Types = Record<string, readonly { readonly name: string; readonly type: string }[]>;
+
+/** The `eth_signTypedData_v4` JSON for any MachinePay message (EIP712Domain included, bigints as strings). */
+export function typedDataV4(
+  domain: MachinePayDomain,
+  types: Types,
+  primaryType: string,
+  message: Record<string, unknown>,
+): TypedDataV4 {
   return {
-    types: { EIP712Domain: EIP712_DOMAIN, ...v4Types(paymentTypes) },
-    primaryType: "Payment",
+    types: { EIP712Domain: EIP712_DOMAIN, ...v4Types(types) },
+    primaryType,
     domain,
-    message: stringify(payment),
+    message: toJson(message) as Record<string, unknown>,
   };
+}
+
+/** The `eth_signTypedData_v4` JSON for a payment. */
+export function paymentTypedDataV4(domain: MachinePayDomain, payment: Payment): TypedDataV4 {
+  return typedDataV4(domain, paymentTypes, "Payment", payment);
 }
 
 /** The `eth_signTypedData_v4` JSON for a tab voucher. */
 export function voucherTypedDataV4(domain: MachinePayDomain, voucher: Voucher): TypedDataV4 {
-  return {
-    types: { EIP712Domain: EIP712_DOMAIN, ...v4Types(voucherTypes) },
-    primaryType: "Voucher",
-    domain,
-    message: stringify(voucher),
-  };
+  return typedDataV4(domain, voucherTypes, "Voucher", voucher);
 }
 
 /** The EIP-712 digest of a voucher. */
@@ -117,42 +127,46 @@ export type SignPaymentParameters = { signer: PaymentSigner; domain: MachinePayD
  * exactly the same bytes.
  */
 export function signPayment({ signer, domain, payment }: SignPaymentParameters): Promise<Hex> {
-  return signTyped(signer, paymentTypedDataV4(domain, payment), {
-    domain,
-    types: paymentTypes,
-    primaryType: "Payment",
-    message: payment,
-  });
+  return signTypedMessage({ signer, domain, types: paymentTypes, primaryType: "Payment", message: payment });
 }
 
 export type SignVoucherParameters = { signer: PaymentSigner; domain: MachinePayDomain; voucher: Voucher };
 
 /** Sign a tab voucher with any supported signer kind (see signPayment). */
 export function signVoucher({ signer, domain, voucher }: SignVoucherParameters): Promise<Hex> {
-  return signTyped(signer, voucherTypedDataV4(domain, voucher), {
-    domain,
-    types: voucherTypes,
-    primaryType: "Voucher",
-    message: voucher,
-  });
+  return signTypedMessage({ signer, domain, types: voucherTypes, primaryType: "Voucher", message: voucher });
 }
 
-type Typed =
-  | { domain: MachinePayDomain; types: typeof paymentTypes; primaryType: "Payment"; message: Payment }
-  | { domain: MachinePayDomain; types: typeof voucherTypes; primaryType: "Voucher"; message: Voucher };
+export type SignTypedMessageParameters = {
+  signer: PaymentSigner;
+  domain: MachinePayDomain;
+  types: Types;
+  primaryType: string;
+  message: Record<string, unknown>;
+};
 
-async function signTyped(signer: PaymentSigner, v4: TypedDataV4, typed: Typed): Promise<Hex> {
+/**
+ * Sign any MachinePay EIP-712 message (Payment, Voucher, TabClose, Onboarding, Revocation) with
+ * any supported signer kind; returns a 65-byte hex signature.
+ */
+export async function signTypedMessage({
+  signer,
+  domain,
+  types,
+  primaryType,
+  message,
+}: SignTypedMessageParameters): Promise<Hex> {
   let signature: string;
+  const typed = { domain, types, primaryType, message } as unknown as TypedDataDefinition;
   if (typeof signer === "function") {
-    signature = await signer(v4);
+    signature = await signer(typedDataV4(domain, types, primaryType, message));
   } else if (isWalletClient(signer)) {
     if (!signer.account) throw new SignerError("the viem WalletClient has no account: create it with `account`");
-    signature = await signer.signTypedData({ account: signer.account, ...(typed as TypedDataDefinition) });
+    signature = await signer.signTypedData({ account: signer.account, ...typed });
   } else if (isLocalAccount(signer)) {
-    signature = await signer.signTypedData(typed as TypedDataDefinition);
+    signature = await signer.signTypedData(typed);
   } else if (isEthersSigner(signer)) {
-    const { EIP712Domain: _, ...types } = v4.types;
-    signature = await signer.signTypedData(typed.domain, types, typed.message);
+    signature = await signer.signTypedData(domain, v4Types(types), message);
   } else {
     throw new SignerError(
       "unsupported signer: pass a viem LocalAccount or WalletClient, an ethers Signer, or a v4 signing function",

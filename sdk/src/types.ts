@@ -87,6 +87,84 @@ export type Voucher = {
   maxFee: bigint;
 };
 
+export const TAB_CLOSE_TYPE = "TabClose(address payee,address token,uint256 tabId,uint256 deadline)";
+
+/** EIP-712 `types` for a device's order to close one of its tabs (after the notice period). */
+export const tabCloseTypes = {
+  TabClose: [
+    { name: "payee", type: "address" },
+    { name: "token", type: "address" },
+    { name: "tabId", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+  ],
+} as const;
+
+export type TabClose = { payee: Address; token: Address; tabId: bigint; deadline: bigint };
+
+/** Spending policy parameters, as `IMachinePay.PolicyParams` (caps are uint64 token units). */
+export type PolicyParams = {
+  token: Address;
+  maxPerPayment: bigint;
+  maxPerPeriod: bigint;
+  periodLength: number;
+  lifetimeMax: bigint;
+  validFrom: number;
+  validUntil: number;
+  payeesRestricted: boolean;
+};
+
+const policyParamsFields = [
+  { name: "token", type: "address" },
+  { name: "maxPerPayment", type: "uint64" },
+  { name: "maxPerPeriod", type: "uint64" },
+  { name: "periodLength", type: "uint32" },
+  { name: "lifetimeMax", type: "uint64" },
+  { name: "validFrom", type: "uint32" },
+  { name: "validUntil", type: "uint32" },
+  { name: "payeesRestricted", type: "bool" },
+] as const;
+
+export const ONBOARDING_TYPE =
+  "Onboarding(uint32 policyId,PolicyParams policy,address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)" +
+  "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
+
+/** EIP-712 `types` for an owner's signed fleet onboarding (create or overwrite a policy, assign devices). */
+export const onboardingTypes = {
+  Onboarding: [
+    { name: "policyId", type: "uint32" },
+    { name: "policy", type: "PolicyParams" },
+    { name: "devices", type: "address[]" },
+    { name: "epoch", type: "uint32" },
+    { name: "nonce", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+  ],
+  PolicyParams: policyParamsFields,
+} as const;
+
+/** An owner's onboarding order: `policyId` 0 creates a policy; `epoch` must be the owner's current one. */
+export type Onboarding = {
+  policyId: number;
+  policy: PolicyParams;
+  devices: Address[];
+  epoch: number;
+  nonce: bigint;
+  deadline: bigint;
+};
+
+export const REVOCATION_TYPE = "Revocation(address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)";
+
+/** EIP-712 `types` for an owner's signed revocation of devices. */
+export const revocationTypes = {
+  Revocation: [
+    { name: "devices", type: "address[]" },
+    { name: "epoch", type: "uint32" },
+    { name: "nonce", type: "uint256" },
+    { name: "deadline", type: "uint256" },
+  ],
+} as const;
+
+export type Revocation = { devices: Address[]; epoch: number; nonce: bigint; deadline: bigint };
+
 /** Bounds the packed calldata encoding puts on the signed uint256 fields. */
 export const LIMITS = {
   amount: (1n << 96n) - 1n,
