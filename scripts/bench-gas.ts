@@ -12,11 +12,14 @@ import {
   type Address,
   type Hex,
   machinePayDomain,
+  onboardingTypes,
   type Payment,
   packPayment,
   packVoucher,
   signPayment,
+  signTypedMessage,
   signVoucher,
+  toCompactSignature,
   type Voucher,
 } from "../sdk/src";
 
@@ -246,6 +249,32 @@ async function main() {
   );
   console.log("| ---: | --- | ---: | ---: | ---: | ---: | ---: |");
   for (const r of voucherRows) console.log(r);
+
+  // Fleet onboarding: the owner signs one Onboarding for N fresh device keys, a relayer submits it.
+  const onboardRows: string[] = [];
+  let onboardNonce = 1n;
+  for (const n of [1, 10, 100, 500]) {
+    const devices = Array.from({ length: n }, () => new ethers.Wallet(seeded()).address as Address);
+    for (const policyId of [0, Number(sharedPolicy)]) {
+      const list = policyId === 0 ? devices : devices.map(() => new ethers.Wallet(seeded()).address as Address);
+      const order = { policyId, policy: params, epoch: 0, nonce: onboardNonce++, deadline };
+      const sig = await signTypedMessage({
+        signer: owner,
+        domain,
+        types: onboardingTypes,
+        primaryType: "Onboarding",
+        message: { ...order, devices: list },
+      });
+      const { r, vs } = toCompactSignature(sig);
+      const receipt = (await (await pay.connect(relayer).onboardBySignature(order, list, r, vs)).wait())!;
+      onboardRows.push(
+        `| ${n} | ${policyId === 0 ? "new policy" : "existing policy"} | ${receipt.gasUsed} | ${(Number(receipt.gasUsed) / n).toFixed(0)} |`,
+      );
+    }
+  }
+  console.log("\n| devices per message | policy | tx gas | gas per onboarded device |");
+  console.log("| ---: | --- | ---: | ---: |");
+  for (const r of onboardRows) console.log(r);
   console.log(`\nERC-20 transfer to a first-ever receiver: ${median(freshTransferGas)} gas (median of ${PAYEES}).`);
   console.log(
     `Largest batch under 128 KiB of transaction: ${maxBatch} payments (${perItemBytes} calldata bytes each).`,
