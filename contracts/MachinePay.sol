@@ -669,14 +669,14 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @inheritdoc IMachinePay
     function closeTab(address device, address payee, address token, uint256 tabId) external {
         if (msg.sender == payee) {
-            _closeTab(device, payee, token, tabId, block.timestamp);
+            _closeTab(device, payee, token, tabId, block.timestamp, msg.sender);
             return;
         }
         uint32 policyId = _devices[device].policyId;
         if (policyId == 0 || policyId == REVOKED || _policies[policyId].owner != msg.sender) {
             revert NotTabParty(msg.sender);
         }
-        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD);
+        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD, msg.sender);
     }
 
     /// @inheritdoc IMachinePay
@@ -693,17 +693,19 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         bytes32 digest = _hashTypedDataV4(VoucherHash.hashClose(payee, token, tabId, deadline));
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, r, vs);
         if (err != ECDSA.RecoverError.NoError || signer != device) revert InvalidDeviceSignature(device);
-        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD);
+        _closeTab(device, payee, token, tabId, block.timestamp + NOTICE_PERIOD, device);
     }
 
     /// @dev Sets when a tab stops settling; only ever moves that time earlier.
-    function _closeTab(address device, address payee, address token, uint256 tabId, uint256 closesAt) internal {
+    function _closeTab(address device, address payee, address token, uint256 tabId, uint256 closesAt, address by)
+        internal
+    {
         bytes32 key = _tabKey(device, payee, token, tabId);
         uint256 tab = _tabs[key];
         uint256 current = tab >> 96;
         if (current != 0 && current <= closesAt) revert TabAlreadyClosing(current);
         _tabs[key] = uint96(tab) | (closesAt << 96);
-        emit TabClosing(key, device, payee, token, tabId, closesAt, msg.sender);
+        emit TabClosing(key, device, payee, token, tabId, closesAt, by);
     }
 
     function _tabKey(address device, address payee, address token, uint256 tabId) internal pure returns (bytes32 key) {

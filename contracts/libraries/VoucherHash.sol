@@ -4,7 +4,7 @@ pragma solidity ^0.8.28;
 /// @title VoucherHash
 /// @notice EIP-712 type strings and struct hashes for tabs: the Voucher a device signs for the
 ///         cumulative amount it owes on a tab, and the TabClose it signs to close one. The SDK
-///         signs exactly these strings; test/eip712-types.test.ts pins them.
+///         signs exactly these strings; test/eip712-tab-types.test.ts pins them.
 library VoucherHash {
     string internal constant VOUCHER_TYPE =
         "Voucher(address payee,address token,uint256 tabId,uint256 cumulative,uint256 deadline,uint256 maxFee)";
