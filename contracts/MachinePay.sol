@@ -411,16 +411,30 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         uint256 ownerBalance; // _balances[owner][token] as this batch has left it so far
     }
 
+    function _openBatch(address token, address feeRecipient, uint256 n)
+        internal
+        pure
+        returns (Batch memory b, Reason[] memory reasons, address[] memory devices)
+    {
+        b.token = token;
+        b.feeRecipient = feeRecipient;
+        reasons = new Reason[](n);
+        devices = new address[](n);
+    }
+
+    /// @dev Writes the cached owner balance back and reports the batch.
+    function _closeBatch(Batch memory b, uint256 settled, uint256 n) internal {
+        if (b.owner != address(0)) _balances[b.owner][b.token] = b.ownerBalance;
+        emit BatchSettled(msg.sender, b.feeRecipient, b.token, settled, n - settled);
+    }
+
     function _settle(address token, SignedPayment[] calldata payments, address feeRecipient)
         internal
         returns (Reason[] memory reasons, address[] memory devices)
     {
         uint256 n = payments.length;
-        reasons = new Reason[](n);
-        devices = new address[](n);
         Batch memory b;
-        b.token = token;
-        b.feeRecipient = feeRecipient;
+        (b, reasons, devices) = _openBatch(token, feeRecipient, n);
         uint256 settled;
         for (uint256 i; i < n; ++i) {
             (Reason reason, address device) = _settleOne(b, payments[i]);
@@ -432,8 +446,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
                 emit PaymentSkipped(i, device, reason);
             }
         }
-        if (b.owner != address(0)) _balances[b.owner][token] = b.ownerBalance;
-        emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
+        _closeBatch(b, settled, n);
     }
 
     function _settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
@@ -441,11 +454,8 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         returns (Reason[] memory reasons, address[] memory devices)
     {
         uint256 n = vouchers.length;
-        reasons = new Reason[](n);
-        devices = new address[](n);
         Batch memory b;
-        b.token = token;
-        b.feeRecipient = feeRecipient;
+        (b, reasons, devices) = _openBatch(token, feeRecipient, n);
         uint256 settled;
         for (uint256 i; i < n; ++i) {
             (Reason reason, address device) = _settleVoucher(b, vouchers[i]);
@@ -457,8 +467,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
                 emit VoucherSkipped(i, device, reason);
             }
         }
-        if (b.owner != address(0)) _balances[b.owner][token] = b.ownerBalance;
-        emit BatchSettled(msg.sender, feeRecipient, token, settled, n - settled);
+        _closeBatch(b, settled, n);
     }
 
     /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: the
