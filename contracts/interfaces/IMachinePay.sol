@@ -266,7 +266,13 @@ interface IMachinePay {
     /// @notice A tab is closing: vouchers settle until `closesAt`, then never again.
     /// @param closesAt Unix seconds. @param by Who closed it: the payee, the owner, or the device (signed close).
     event TabClosing(
-        bytes32 indexed tabKey, address indexed device, address indexed payee, address token, uint256 tabId, uint256 closesAt, address by
+        bytes32 indexed tabKey,
+        address indexed device,
+        address indexed payee,
+        address token,
+        uint256 tabId,
+        uint256 closesAt,
+        address by
     );
 
     /// @notice A batch was processed.

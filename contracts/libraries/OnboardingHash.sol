@@ -8,14 +8,15 @@ import {IMachinePay} from "../interfaces/IMachinePay.sol";
 ///         is set up in a few transactions with no owner transaction per device. The SDK signs
 ///         exactly these strings; test/eip712-onboarding.test.ts pins them.
 library OnboardingHash {
-    string internal constant POLICY_PARAMS_TYPE =
-        "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
+    string internal constant POLICY_PARAMS_TYPE = "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,"
+        "uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
     bytes32 internal constant POLICY_PARAMS_TYPEHASH = keccak256(bytes(POLICY_PARAMS_TYPE));
 
     /// @dev EIP-712 appends referenced struct types to the primary type, in alphabetical order.
     string internal constant ONBOARDING_TYPE =
         "Onboarding(uint32 policyId,PolicyParams policy,address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)"
-        "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
+        "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,"
+        "uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
     bytes32 internal constant ONBOARDING_TYPEHASH = keccak256(bytes(ONBOARDING_TYPE));
 
     string internal constant REVOCATION_TYPE =
