@@ -17,7 +17,6 @@ pragma solidity ^0.8.28;
 library PackedState {
     uint256 internal constant U32 = 0xffffffff;
     uint256 internal constant U64 = 0xffffffffffffffff;
-    uint256 internal constant U24 = 0xffffff;
 
     function policyId(uint256 d) internal pure returns (uint32) {
         return uint32(d);
