@@ -22,26 +22,16 @@ describe("fleet onboarding by owner signature", () => {
     const domain = await domainOf(f.pay);
     const deadline = BigInt((await time.latest()) + 3600);
     const policy = policyParams(f.usdcAddress) as unknown as PolicyParams;
-    async function signOnboarding(o: Onboarding, signer = f.owner) {
-      const sig = await signTypedMessage({
-        signer,
-        domain,
-        types: onboardingTypes,
-        primaryType: "Onboarding",
-        message: o as unknown as Record<string, unknown>,
-      });
-      return toCompactSignature(sig);
-    }
-    async function signRevocation(rv: Revocation, signer = f.owner) {
-      const sig = await signTypedMessage({
-        signer,
-        domain,
-        types: revocationTypes,
-        primaryType: "Revocation",
-        message: rv as unknown as Record<string, unknown>,
-      });
-      return toCompactSignature(sig);
-    }
+    // One signer for both owner messages: EIP-2098 (r, vs) of the owner's EIP-712 signature.
+    const signOwner =
+      <T extends Record<string, unknown>>(
+        types: Parameters<typeof signTypedMessage>[0]["types"],
+        primaryType: string,
+      ) =>
+      async (message: T, signer = f.owner) =>
+        toCompactSignature(await signTypedMessage({ signer, domain, types, primaryType, message }));
+    const signOnboarding = signOwner<Onboarding>(onboardingTypes, "Onboarding");
+    const signRevocation = signOwner<Revocation>(revocationTypes, "Revocation");
     const order = (devices: Address[], over: Partial<Onboarding> = {}): Onboarding => ({
       policyId: 0,
       policy,
