@@ -3,14 +3,18 @@ pragma solidity ^0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {IERC20Permit} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Permit.sol";
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {SignatureChecker} from "@openzeppelin/contracts/utils/cryptography/SignatureChecker.sol";
 import {EIP712} from "@openzeppelin/contracts/utils/cryptography/EIP712.sol";
 import {ReentrancyGuardTransient} from "@openzeppelin/contracts/utils/ReentrancyGuardTransient.sol";
 
+import {IERC3009} from "./interfaces/IERC3009.sol";
 import {IMachinePay} from "./interfaces/IMachinePay.sol";
 import {PaymentHash} from "./libraries/PaymentHash.sol";
 import {VoucherHash} from "./libraries/VoucherHash.sol";
 import {OnboardingHash} from "./libraries/OnboardingHash.sol";
+import {CompactSignature} from "./libraries/CompactSignature.sol";
 import {NonceWindow} from "./libraries/NonceWindow.sol";
 import {PackedState} from "./libraries/PackedState.sol";
 
@@ -42,8 +46,6 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     mapping(uint32 policyId => Policy) internal _policies;
     mapping(uint32 policyId => mapping(address payee => bool)) internal _payeeAllowed;
     mapping(address device => DeviceState) internal _devices;
-    /// @dev Tab state by tabKey: settled(96) | closesAt(40), see IMachinePay.Tab.
-    mapping(bytes32 tabKey => uint256) internal _tabs;
     uint32 internal _policyCount;
     mapping(address owner => mapping(uint256 nonce => bool)) internal _ownerNonceUsed;
 
@@ -65,6 +67,49 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     function depositFor(address account, address token, uint256 amount) external payable nonReentrant {
         if (account == address(0)) revert ZeroAddress();
         _deposit(account, token, amount);
+    }
+
+    /// @inheritdoc IMachinePay
+    function depositWithPermit(
+        address owner,
+        address token,
+        uint256 amount,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
+        if (owner == address(0) || token == address(0)) revert ZeroAddress();
+        try IERC20Permit(token).permit(owner, address(this), amount, deadline, v, r, s) {}
+        catch {
+            // A permit seen in the mempool can be submitted to the token first; the owner's own
+            // deposit then proceeds on the allowance it set. Nobody else's may.
+            if (msg.sender != owner || IERC20(token).allowance(owner, address(this)) < amount) {
+                revert PermitFailed(owner, token);
+            }
+        }
+        _pull(owner, owner, token, amount);
+    }
+
+    /// @inheritdoc IMachinePay
+    function depositWithAuthorization(
+        address from,
+        address token,
+        uint256 amount,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external nonReentrant {
+        if (from == address(0) || token == address(0)) revert ZeroAddress();
+        if (amount == 0) revert ZeroAmount();
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC3009(token).receiveWithAuthorization(
+            from, address(this), amount, validAfter, validBefore, nonce, v, r, s
+        );
+        _creditDeposit(from, token, IERC20(token).balanceOf(address(this)) - before);
     }
 
     /// @inheritdoc IMachinePay
@@ -105,19 +150,27 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     }
 
     function _deposit(address account, address token, uint256 amount) internal {
-        if (amount == 0) revert ZeroAmount();
-        uint256 received;
         if (token == address(0)) {
+            if (amount == 0) revert ZeroAmount();
             if (msg.value != amount) revert NativeAmountMismatch(msg.value, amount);
-            received = amount;
+            _creditDeposit(account, token, amount);
         } else {
             if (msg.value != 0) revert UnexpectedNativeValue(msg.value);
-            // Credit what arrived, not what was asked: fee-on-transfer tokens deliver less.
-            uint256 before = IERC20(token).balanceOf(address(this));
-            IERC20(token).safeTransferFrom(msg.sender, address(this), amount);
-            received = IERC20(token).balanceOf(address(this)) - before;
-            if (received == 0) revert ZeroAmount();
+            _pull(msg.sender, account, token, amount);
         }
+    }
+
+    /// @dev Pulls `amount` of an ERC-20 from `from` and credits `account` with what arrived, not what
+    ///      was asked: fee-on-transfer tokens deliver less.
+    function _pull(address from, address account, address token, uint256 amount) internal {
+        if (amount == 0) revert ZeroAmount();
+        uint256 before = IERC20(token).balanceOf(address(this));
+        IERC20(token).safeTransferFrom(from, address(this), amount);
+        _creditDeposit(account, token, IERC20(token).balanceOf(address(this)) - before);
+    }
+
+    function _creditDeposit(address account, address token, uint256 received) internal {
+        if (received == 0) revert ZeroAmount();
         _balances[account][token] += received;
         emit Deposited(account, token, received);
     }
@@ -173,17 +226,18 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMachinePay
-    function assignDevices(uint32 policyId, address[] calldata devices) external {
+    function assignDevices(uint32 policyId, address[] calldata devices, DeviceProof[] calldata proofs) external {
         _requirePolicyOwner(msg.sender, policyId);
-        for (uint256 i; i < devices.length; ++i) {
-            _assign(msg.sender, devices[i], policyId);
-        }
+        _assignAll(msg.sender, policyId, devices, proofs);
     }
 
     /// @inheritdoc IMachinePay
-    function registerDevice(address device, PolicyParams calldata params) external returns (uint32 policyId) {
+    function registerDevice(address device, PolicyParams calldata params, DeviceProof calldata proof)
+        external
+        returns (uint32 policyId)
+    {
         policyId = _createPolicy(msg.sender, params);
-        _assign(msg.sender, device, policyId);
+        _assign(msg.sender, device, policyId, _enrollmentDigest(msg.sender), proof);
     }
 
     /// @inheritdoc IMachinePay
@@ -206,12 +260,21 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     }
 
     /// @inheritdoc IMachinePay
-    function onboardBySignature(Onboarding calldata onboarding, address[] calldata devices, bytes32 r, bytes32 vs)
-        external
-        returns (uint32 policyId)
-    {
-        bytes32 structHash = OnboardingHash.hashOnboarding(onboarding, devices);
-        address owner = _useOwnerSignature(structHash, onboarding.epoch, onboarding.nonce, onboarding.deadline, r, vs);
+    function onboardBySignature(
+        Onboarding calldata onboarding,
+        address[] calldata devices,
+        DeviceProof[] calldata proofs,
+        bytes calldata signature
+    ) external returns (uint32 policyId) {
+        address owner = onboarding.owner;
+        _useOwnerSignature(
+            owner,
+            OnboardingHash.hashOnboarding(onboarding, devices),
+            onboarding.epoch,
+            onboarding.nonce,
+            onboarding.deadline,
+            signature
+        );
         policyId = onboarding.policyId;
         if (policyId == 0) {
             policyId = _createPolicy(owner, onboarding.policy);
@@ -219,31 +282,41 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             _requirePolicyOwner(owner, policyId);
             _writePolicy(owner, policyId, onboarding.policy, _policies[policyId].paused);
         }
-        for (uint256 i; i < devices.length; ++i) {
-            _assign(owner, devices[i], policyId);
-        }
+        _assignAll(owner, policyId, devices, proofs);
     }
 
     /// @inheritdoc IMachinePay
-    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes32 r, bytes32 vs)
+    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes calldata signature)
         external
     {
-        bytes32 structHash = OnboardingHash.hashRevocation(revocation, devices);
-        address owner = _useOwnerSignature(structHash, revocation.epoch, revocation.nonce, revocation.deadline, r, vs);
+        address owner = revocation.owner;
+        _useOwnerSignature(
+            owner,
+            OnboardingHash.hashRevocation(revocation, devices),
+            revocation.epoch,
+            revocation.nonce,
+            revocation.deadline,
+            signature
+        );
         for (uint256 i; i < devices.length; ++i) {
             _revoke(owner, devices[i]);
         }
     }
 
-    /// @dev Recovers the owner of an onboarding or revocation message and spends its nonce.
-    function _useOwnerSignature(bytes32 structHash, uint256 epoch, uint256 nonce, uint256 deadline, bytes32 r, bytes32 vs)
-        internal
-        returns (address owner)
-    {
+    /// @dev Checks an owner's signature over an onboarding or revocation message (ECDSA for an EOA,
+    ///      ERC-1271 for a smart account) and spends its nonce.
+    function _useOwnerSignature(
+        address owner,
+        bytes32 structHash,
+        uint256 epoch,
+        uint256 nonce,
+        uint256 deadline,
+        bytes calldata signature
+    ) internal {
         if (block.timestamp >= deadline) revert SignatureExpired(deadline, block.timestamp);
-        ECDSA.RecoverError err;
-        (owner, err,) = ECDSA.tryRecover(_hashTypedDataV4(structHash), r, vs);
-        if (err != ECDSA.RecoverError.NoError) revert InvalidOwnerSignature();
+        if (!SignatureChecker.isValidSignatureNowCalldata(owner, _hashTypedDataV4(structHash), signature)) {
+            revert InvalidOwnerSignature();
+        }
         uint32 current = _owners[owner].epoch;
         if (epoch != current) revert StaleEpoch(owner, epoch, current);
         if (_ownerNonceUsed[owner][nonce]) revert OwnerNonceUsed(owner, nonce);
@@ -281,18 +354,49 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         emit PolicySet(policyId, owner, policy);
     }
 
-    function _assign(address owner, address device, uint32 policyId) internal {
+    function _assignAll(address owner, uint32 policyId, address[] calldata devices, DeviceProof[] calldata proofs)
+        internal
+    {
+        uint256 n = devices.length;
+        if (proofs.length != n) revert LengthMismatch(n, proofs.length);
+        // Every proof of this call signs the same Enrollment(owner): hash it once.
+        bytes32 digest = _enrollmentDigest(owner);
+        for (uint256 i; i < n; ++i) {
+            _assign(owner, devices[i], policyId, digest, proofs[i]);
+        }
+    }
+
+    function _enrollmentDigest(address owner) internal view returns (bytes32) {
+        return _hashTypedDataV4(OnboardingHash.hashEnrollment(owner));
+    }
+
+    /// @dev Binds a new key to `owner` on its proof (EIP-712 Enrollment signed by the key), or moves
+    ///      a key already bound to `owner` between its policies (no proof needed).
+    function _assign(address owner, address device, uint32 policyId, bytes32 enrollment, DeviceProof calldata proof)
+        internal
+    {
         if (device == address(0)) revert ZeroAddress();
-        DeviceState storage state = _devices[device];
-        uint32 current = state.policyId;
+        uint256 slot = _deviceSlot(device);
+        uint256 d;
+        assembly ("memory-safe") {
+            d := sload(slot)
+        }
+        uint32 current = d.policyId();
         if (current == REVOKED) revert DeviceIsRevoked(device);
-        if (current != 0) {
+        if (current == 0) {
+            if (CompactSignature.recover(enrollment, proof.r, proof.vs) != device) {
+                revert InvalidEnrollment(device, owner);
+            }
+        } else {
             address holder = _policies[current].owner;
             if (holder != owner) revert DeviceOwnedByAnother(device, holder);
         }
         // Nonces and counters are kept: re-assigning must never make an old signature valid again.
-        state.policyId = policyId;
-        emit DeviceAssigned(device, policyId, owner);
+        d = (d & ~uint256(type(uint32).max)) | policyId;
+        assembly ("memory-safe") {
+            sstore(slot, d)
+        }
+        emit DeviceAssigned(device, policyId);
     }
 
     function _revoke(address owner, address device) internal {
@@ -320,11 +424,8 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     // =============================================================================================
 
     /// @inheritdoc IMachinePay
-    function settle(address token, SignedPayment[] calldata payments, address feeRecipient)
-        external
-        returns (Reason[] memory reasons, address[] memory devices)
-    {
-        return _settle(token, payments, feeRecipient == address(0) ? msg.sender : feeRecipient);
+    function settle(address token, SignedPayment[] calldata payments, address feeRecipient) external {
+        _settle(token, payments, feeRecipient == address(0) ? msg.sender : feeRecipient, false);
     }
 
     /// @inheritdoc IMachinePay
@@ -343,16 +444,13 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @notice Used by preview only: settles, then reverts with PreviewResult. Always reverts.
     /// @param token As in settle. @param payments As in settle. @param feeRecipient As in settle.
     function previewAndRevert(address token, SignedPayment[] calldata payments, address feeRecipient) external {
-        (Reason[] memory reasons, address[] memory devices) = _settle(token, payments, feeRecipient);
+        (Reason[] memory reasons, address[] memory devices) = _settle(token, payments, feeRecipient, true);
         revert PreviewResult(reasons, devices);
     }
 
     /// @inheritdoc IMachinePay
-    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
-        external
-        returns (Reason[] memory reasons, address[] memory devices)
-    {
-        return _settleVouchers(token, vouchers, feeRecipient == address(0) ? msg.sender : feeRecipient);
+    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient) external {
+        _settleVouchers(token, vouchers, feeRecipient == address(0) ? msg.sender : feeRecipient, false);
     }
 
     /// @inheritdoc IMachinePay
@@ -372,7 +470,7 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     function previewVouchersAndRevert(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
         external
     {
-        (Reason[] memory reasons, address[] memory devices) = _settleVouchers(token, vouchers, feeRecipient);
+        (Reason[] memory reasons, address[] memory devices) = _settleVouchers(token, vouchers, feeRecipient, true);
         revert PreviewResult(reasons, devices);
     }
 
@@ -399,7 +497,10 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @dev What consecutive items of one batch share, kept in memory: a fleet's devices share a
     ///      policy and an owner, so the policy's slots and the owner's balance are read once per
     ///      run of items instead of once per item. While `owner` is cached, every read and write of
-    ///      _balances[owner][token] in this batch goes through `ownerBalance`.
+    ///      _balances[owner][token] in this batch goes through `ownerBalance`. Credits to the last
+    ///      payee (a relayer sorts a batch by payee) and all fees are summed here and written once.
+    ///      Invariants: `payee` != `owner`; `payeeCredit` and `fees` are not yet in storage, and are
+    ///      flushed into an account's balance before that balance is loaded as `ownerBalance`.
     struct Batch {
         address token;
         address feeRecipient;
@@ -409,61 +510,86 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         uint256 w2;
         address owner; // that policy's owner
         uint256 ownerBalance; // _balances[owner][token] as this batch has left it so far
+        address payee; // the last payee credited that is not `owner`
+        uint256 payeeCredit; // what this batch owes `payee` and has not written yet
+        uint256 fees; // what this batch owes feeRecipient (while it is not `owner`), not written yet
+        bytes32 domain; // the EIP-712 domain separator, read once
+        uint256 periodIndex; // block.timestamp / the cached policy's periodLength
     }
 
-    function _openBatch(address token, address feeRecipient, uint256 n)
+    /// @dev `collect`: build the per-item results (preview only; settle's callers read events).
+    function _openBatch(address token, address feeRecipient, uint256 n, bool collect)
         internal
-        pure
+        view
         returns (Batch memory b, Reason[] memory reasons, address[] memory devices)
     {
         b.token = token;
         b.feeRecipient = feeRecipient;
-        reasons = new Reason[](n);
-        devices = new address[](n);
+        b.domain = _domainSeparatorV4();
+        if (collect) {
+            reasons = new Reason[](n);
+            devices = new address[](n);
+        }
     }
 
-    /// @dev Writes the cached owner balance back and reports the batch.
+    /// @dev Writes the cached owner balance and the summed credits back, and reports the batch.
     function _closeBatch(Batch memory b, uint256 settled, uint256 n) internal {
         if (b.owner != address(0)) _balances[b.owner][b.token] = b.ownerBalance;
+        _flushPayee(b);
+        _flushFees(b);
         emit BatchSettled(msg.sender, b.feeRecipient, b.token, settled, n - settled);
     }
 
-    function _settle(address token, SignedPayment[] calldata payments, address feeRecipient)
+    function _flushPayee(Batch memory b) internal {
+        if (b.payeeCredit != 0) {
+            _balances[b.payee][b.token] += b.payeeCredit;
+            b.payeeCredit = 0;
+        }
+    }
+
+    function _flushFees(Batch memory b) internal {
+        if (b.fees != 0) {
+            _balances[b.feeRecipient][b.token] += b.fees;
+            b.fees = 0;
+        }
+    }
+
+    function _settle(address token, SignedPayment[] calldata payments, address feeRecipient, bool collect)
         internal
         returns (Reason[] memory reasons, address[] memory devices)
     {
         uint256 n = payments.length;
         Batch memory b;
-        (b, reasons, devices) = _openBatch(token, feeRecipient, n);
+        (b, reasons, devices) = _openBatch(token, feeRecipient, n, collect);
         uint256 settled;
         for (uint256 i; i < n; ++i) {
             (Reason reason, address device) = _settleOne(b, payments[i]);
-            devices[i] = device;
+            if (collect) devices[i] = device;
             if (reason == Reason.None) {
                 ++settled;
             } else {
-                reasons[i] = reason;
+                if (collect) reasons[i] = reason;
                 emit PaymentSkipped(i, device, reason);
             }
         }
         _closeBatch(b, settled, n);
     }
 
-    function _settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
+    function _settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient, bool collect)
         internal
         returns (Reason[] memory reasons, address[] memory devices)
     {
         uint256 n = vouchers.length;
         Batch memory b;
-        (b, reasons, devices) = _openBatch(token, feeRecipient, n);
+        (b, reasons, devices) = _openBatch(token, feeRecipient, n, collect);
         uint256 settled;
         for (uint256 i; i < n; ++i) {
             (Reason reason, address device) = _settleVoucher(b, vouchers[i]);
-            devices[i] = device;
+            if (collect) devices[i] = device;
             if (reason == Reason.None) {
                 ++settled;
             } else {
-                reasons[i] = reason;
+                if (collect) reasons[i] = reason;
                 emit VoucherSkipped(i, device, reason);
             }
         }
@@ -473,15 +599,19 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     /// @dev Checks everything, then writes: a skipped item changes nothing. Gas matters here: the
     ///      device slot is read once into a stack word (see PackedState) and written once.
     function _settleOne(Batch memory b, SignedPayment calldata p) internal returns (Reason reason, address device) {
-        {
-            bytes32 digest = _hashTypedDataV4(PaymentHash.hashPacked(b.token, p.payeeAmount, p.terms, p.ref));
-            ECDSA.RecoverError err;
-            (device, err,) = ECDSA.tryRecover(digest, p.r, p.vs);
-            if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
+        device = CompactSignature.recover(
+            CompactSignature.typedDataHash(b.domain, PaymentHash.hashPacked(b.token, p.payeeAmount, p.terms, p.ref)),
+            p.r,
+            p.vs
+        );
+        if (device == address(0)) return (Reason.InvalidSignature, address(0));
+        // The device and terms checks are written out here and in _settleVoucher: shared functions
+        // are not inlined by via-IR, which costs ~180 gas per item.
+        uint256 slot = _deviceSlot(device);
+        uint256 d;
+        assembly ("memory-safe") {
+            d := sload(slot)
         }
-        // The device and terms checks below are _admit and _checkTerms written out: with a second
-        // caller (_settleVoucher) via-IR stops inlining them, which costs ~180 gas per payment.
-        uint256 d = _deviceWord(device);
         {
             uint32 policyId = d.policyId();
             if (policyId == 0) return (Reason.UnknownDevice, device);
@@ -507,72 +637,72 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             total = uint256(uint96(p.payeeAmount)) + uint96(terms >> 64);
         }
         (uint32 top, uint24 window) = NonceWindow.mark(d.nonceTop(), d.nonceWindow(), uint32(terms));
-        reason = _spend(b, d, device, total, PackedState.nonceBits(top, window));
+        reason = _spend(b, d, slot, total, PackedState.nonceBits(top, window));
         if (reason != Reason.None) return (reason, device);
         _credit(b, payee, uint96(p.payeeAmount), uint96(terms >> 64));
-        emit PaymentSettled(device, payee, b.token, uint96(p.payeeAmount), uint32(terms), p.ref, uint96(terms >> 64));
+        // amount and fee are below 2^64 here (their sum passed a uint64 cap): see PaymentSettled.
+        emit PaymentSettled(
+            device, payee, p.ref, uint96(p.payeeAmount) | (uint256(uint96(terms >> 64)) << 64) | (uint256(uint32(terms)) << 128)
+        );
     }
 
-    /// @dev As _settleOne, for a tab voucher: pays the increase of the tab's cumulative amount.
+    /// @dev As _settleOne, for a tab voucher: pays the increase of the tab's cumulative amount. The
+    ///      device and terms checks are written out as in _settleOne (shared functions are not inlined).
+    // solhint-disable-next-line function-max-lines
     function _settleVoucher(Batch memory b, SignedVoucher calldata v) internal returns (Reason reason, address device) {
-        {
-            bytes32 digest = _hashTypedDataV4(VoucherHash.hashPacked(b.token, v.payeeCumulative, v.terms, v.tabId));
-            ECDSA.RecoverError err;
-            (device, err,) = ECDSA.tryRecover(digest, v.r, v.vs);
-            if (err != ECDSA.RecoverError.NoError) return (Reason.InvalidSignature, address(0));
-        }
+        device = CompactSignature.recover(
+            CompactSignature.typedDataHash(
+                b.domain, VoucherHash.hashPacked(b.token, v.payeeCumulative, v.terms, v.tabId)
+            ),
+            v.r,
+            v.vs
+        );
+        if (device == address(0)) return (Reason.InvalidSignature, address(0));
+        uint256 deviceSlot = _deviceSlot(device);
         uint256 d;
-        (reason, d) = _admit(b, device);
-        if (reason != Reason.None) return (reason, device);
+        assembly ("memory-safe") {
+            d := sload(deviceSlot)
+        }
+        {
+            uint32 policyId = d.policyId();
+            if (policyId == 0) return (Reason.UnknownDevice, device);
+            if (policyId == REVOKED) return (Reason.DeviceRevoked, device);
+            if (d.paused()) return (Reason.DevicePaused, device);
+            if (policyId != b.policyId) _loadPolicy(b, policyId);
+            if (b.policyStatus != Reason.None) return (b.policyStatus, device);
+        }
+        uint256 terms = v.terms;
+        if (block.timestamp >= (terms >> 32) & PackedState.U32) return (Reason.DeadlinePassed, device);
         address payee = address(uint160(v.payeeCumulative >> 96));
-        reason = _checkTerms(b, payee, v.terms);
-        if (reason != Reason.None) return (reason, device);
-        return (_payTab(b, v, device, d, payee), device);
-    }
-
-    /// @dev Tab-level checks and effects of a voucher that passed the device and terms checks.
-    function _payTab(Batch memory b, SignedVoucher calldata v, address device, uint256 d, address payee)
-        internal
-        returns (Reason reason)
-    {
-        bytes32 key = _tabKey(device, payee, b.token, v.tabId);
-        uint256 tab = _tabs[key];
+        if (payee == address(0)) return (Reason.InvalidPayee, device);
+        if (b.w1.payeesRestricted() && !_payeeAllowed[b.policyId][payee]) return (Reason.PayeeNotAllowed, device);
+        uint256 fee = uint96(terms >> 64);
+        if (fee > terms >> 160) return (Reason.FeeAboveMax, device);
+        // The tab's slot is its key itself (see _tabSlot).
+        uint256 slot = _tabSlot(device, payee, b.token, v.tabId);
+        uint256 tab;
+        assembly ("memory-safe") {
+            tab := sload(slot)
+        }
         uint256 closesAt = tab >> 96;
-        if (closesAt != 0 && block.timestamp >= closesAt) return Reason.TabClosed;
+        if (closesAt != 0 && block.timestamp >= closesAt) return (Reason.TabClosed, device);
         uint256 cumulative = uint96(v.payeeCumulative);
-        uint256 settled = uint96(tab);
-        if (cumulative <= settled) return Reason.VoucherStale;
-        uint256 fee = uint96(v.terms >> 64);
-        // Unchecked: cumulative > settled, and increment + fee < 2^97.
+        uint256 settledSoFar = uint96(tab);
+        if (cumulative <= settledSoFar) return (Reason.VoucherStale, device);
+        uint256 increment;
+        // Unchecked: cumulative > settledSoFar, and increment + fee < 2^97.
         unchecked {
-            reason = _spend(b, d, device, cumulative - settled + fee, d.nonceBitsOf());
+            increment = cumulative - settledSoFar;
+            reason = _spend(b, d, deviceSlot, increment + fee, d.nonceBitsOf());
         }
-        if (reason != Reason.None) return reason;
-        _tabs[key] = (tab & ~uint256(type(uint96).max)) | cumulative;
-        unchecked {
-            _credit(b, payee, cumulative - settled, fee);
-            emit VoucherSettled(device, payee, b.token, v.tabId, cumulative - settled, cumulative, fee);
+        if (reason != Reason.None) return (reason, device);
+        tab = (tab & ~uint256(type(uint96).max)) | cumulative;
+        assembly ("memory-safe") {
+            sstore(slot, tab)
         }
-    }
-
-    /// @dev Device- and policy-level checks (loads the policy into the batch cache on a change).
-    function _admit(Batch memory b, address device) internal returns (Reason, uint256 d) {
-        d = _deviceWord(device);
-        uint32 policyId = d.policyId();
-        if (policyId == 0) return (Reason.UnknownDevice, d);
-        if (policyId == REVOKED) return (Reason.DeviceRevoked, d);
-        if (d.paused()) return (Reason.DevicePaused, d);
-        if (policyId != b.policyId) _loadPolicy(b, policyId);
-        return (b.policyStatus, d);
-    }
-
-    /// @dev Checks on the signed terms shared by payments and vouchers: deadline, payee, fee.
-    function _checkTerms(Batch memory b, address payee, uint256 terms) internal view returns (Reason) {
-        if (block.timestamp >= (terms >> 32) & PackedState.U32) return Reason.DeadlinePassed;
-        if (payee == address(0)) return Reason.InvalidPayee;
-        if (b.w1.payeesRestricted() && !_payeeAllowed[b.policyId][payee]) return Reason.PayeeNotAllowed;
-        if (uint96(terms >> 64) > terms >> 160) return Reason.FeeAboveMax;
-        return Reason.None;
+        _credit(b, payee, increment, fee);
+        // increment and fee are below 2^64 here (their sum passed a uint64 cap): see VoucherSettled.
+        emit VoucherSettled(device, payee, v.tabId, increment | (fee << 64) | (cumulative << 128));
     }
 
     /// @dev Caches policy `policyId` in `b`. A new owner's balance replaces the previous owner's,
@@ -582,26 +712,34 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         b.policyId = policyId;
         b.w1 = w1;
         b.w2 = w2;
+        b.periodIndex = block.timestamp / w1.periodLength();
         Reason status = _policyStatus(w0, w1);
         if (status == Reason.None && w1.token() != b.token) status = Reason.WrongToken;
         b.policyStatus = status;
         address owner = w0.owner();
         if (owner != b.owner) {
             if (b.owner != address(0)) _balances[b.owner][b.token] = b.ownerBalance;
+            // What this batch owes the new owner joins its balance before it is cached.
+            if (owner == b.payee) {
+                _flushPayee(b);
+                b.payee = address(0);
+            }
+            if (owner == b.feeRecipient) _flushFees(b);
             b.owner = owner;
             b.ownerBalance = _balances[owner][b.token];
         }
     }
 
     /// @dev Cap and balance checks for `total` (amount + fee); on success debits the cached owner
-    ///      balance and writes the device word (counters rolled into the current period, nonce marked).
-    function _spend(Batch memory b, uint256 d, address device, uint256 total, uint256 nonceBits)
+    ///      balance and writes the device word at `slot` (counters rolled into the current period,
+    ///      nonce fields `nonceBits`).
+    function _spend(Batch memory b, uint256 d, uint256 slot, uint256 total, uint256 nonceBits)
         internal
         returns (Reason)
     {
         uint256 w2 = b.w2;
         if (total > w2.maxPerPayment()) return Reason.ExceedsPaymentCap;
-        uint256 index = block.timestamp / b.w1.periodLength();
+        uint256 index = b.periodIndex;
         // Unchecked: total < 2^97 and both counters < 2^64, so no sum can overflow; the
         // subtraction is guarded by the balance check above it.
         unchecked {
@@ -612,36 +750,29 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             if (b.ownerBalance < total) return Reason.InsufficientBalance;
             b.ownerBalance -= total;
             // Both spends were just bounded by uint64 caps, so they fit their 64-bit fields.
-            _writeDevice(device, d, index, periodSpent, lifetimeSpent, nonceBits);
+            uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, nonceBits);
+            assembly ("memory-safe") {
+                sstore(slot, next)
+            }
         }
         return Reason.None;
     }
 
-    /// @dev Writes the device word once: counters in period `index`, `nonce` marked in the window.
-    function _writeDevice(
-        address device,
-        uint256 d,
-        uint256 index,
-        uint256 periodSpent,
-        uint256 lifetimeSpent,
-        uint256 nonceBits
-    ) internal {
-        uint256 next = d.withSpend(index, periodSpent, lifetimeSpent, nonceBits);
-        DeviceState storage slot = _devices[device];
-        assembly ("memory-safe") {
-            sstore(slot.slot, next)
-        }
-    }
-
-    /// @dev Credits payee and fee recipient, through the cache when either is the cached owner.
+    /// @dev Credits payee and fee recipient in memory: to the cached owner's balance, the last
+    ///      payee's running credit (a new payee flushes the previous one) or the batch's fees.
     function _credit(Batch memory b, address payee, uint256 amount, uint256 fee) internal {
-        address token = b.token;
-        if (payee == b.owner) b.ownerBalance += amount;
-        else _balances[payee][token] += amount;
+        if (payee == b.owner) {
+            b.ownerBalance += amount;
+        } else if (payee == b.payee) {
+            b.payeeCredit += amount;
+        } else {
+            _flushPayee(b);
+            b.payee = payee;
+            b.payeeCredit = amount;
+        }
         if (fee != 0) {
-            address recipient = b.feeRecipient;
-            if (recipient == b.owner) b.ownerBalance += fee;
-            else _balances[recipient][token] += fee;
+            if (b.feeRecipient == b.owner) b.ownerBalance += fee;
+            else b.fees += fee;
         }
     }
 
@@ -656,9 +787,16 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
     }
 
     function _deviceWord(address device) internal view returns (uint256 d) {
+        uint256 slot = _deviceSlot(device);
+        assembly ("memory-safe") {
+            d := sload(slot)
+        }
+    }
+
+    function _deviceSlot(address device) internal view returns (uint256 slot) {
         DeviceState storage s = _devices[device];
         assembly ("memory-safe") {
-            d := sload(s.slot)
+            slot := s.slot
         }
     }
 
@@ -710,11 +848,25 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         internal
     {
         bytes32 key = _tabKey(device, payee, token, tabId);
-        uint256 tab = _tabs[key];
+        uint256 slot = uint256(key);
+        uint256 tab;
+        assembly ("memory-safe") {
+            tab := sload(slot)
+        }
         uint256 current = tab >> 96;
         if (current != 0 && current <= closesAt) revert TabAlreadyClosing(current);
-        _tabs[key] = uint96(tab) | (closesAt << 96);
+        tab = uint96(tab) | (closesAt << 96);
+        assembly ("memory-safe") {
+            sstore(slot, tab)
+        }
         emit TabClosing(key, device, payee, token, tabId, closesAt, by);
+    }
+
+    /// @dev A tab's state (settled(96) | closesAt(40), see IMachinePay.Tab) lives at the storage slot
+    ///      numbered by its key, saving the mapping's second hash on every voucher. No other slot can
+    ///      be there: mapping and array slots are hashes of 64- and 32-byte inputs, a key hashes 128.
+    function _tabSlot(address device, address payee, address token, uint256 tabId) internal pure returns (uint256) {
+        return uint256(_tabKey(device, payee, token, tabId));
     }
 
     function _tabKey(address device, address payee, address token, uint256 tabId) internal pure returns (bytes32 key) {
@@ -823,7 +975,11 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
 
     /// @inheritdoc IMachinePay
     function getTab(address device, address payee, address token, uint256 tabId) external view returns (Tab memory) {
-        uint256 tab = _tabs[_tabKey(device, payee, token, tabId)];
+        uint256 slot = _tabSlot(device, payee, token, tabId);
+        uint256 tab;
+        assembly ("memory-safe") {
+            tab := sload(slot)
+        }
         return Tab({settled: uint96(tab), closesAt: uint40(tab >> 96)});
     }
 

@@ -16,10 +16,10 @@ import {
   type Payment,
   packPayment,
   packVoucher,
+  signEnrollment,
   signPayment,
   signTypedMessage,
   signVoucher,
-  toCompactSignature,
   type Voucher,
 } from "../sdk/src";
 
@@ -60,24 +60,35 @@ async function main() {
   const seeded = () => ethers.keccak256(ethers.toUtf8Bytes(`machinepay-bench-${seq++}`));
   const randomRef = () => seeded() as Hex;
 
+  // Each device key signs Enrollment(owner) once: its proof of possession.
+  const enroll = (d: BaseWallet) => signEnrollment({ signer: d, domain, owner: owner.address as Address });
+
+  // The relayer orders a batch by payee (a device's payments stay in nonce order), so settle sums
+  // each payee's credits in memory and writes them once: `order` does the same here.
+  const byPayee = (n: number) =>
+    Array.from({ length: n }, (_, i) => i).sort((a, b) => (a % PAYEES) - (b % PAYEES) || a - b);
+
   async function fleet(n: number, ownPolicies: boolean): Promise<BaseWallet[]> {
     const devices = Array.from({ length: n }, () => new ethers.Wallet(seeded()) as unknown as BaseWallet);
+    const proofs = await Promise.all(devices.map((d) => enroll(d)));
     if (ownPolicies) {
-      for (const d of devices) await pay.registerDevice(d.address, params);
+      for (let i = 0; i < n; i++) await pay.registerDevice(devices[i].address, params, proofs[i]);
     } else {
       for (let i = 0; i < n; i += 500) {
         await pay.assignDevices(
           sharedPolicy,
           devices.slice(i, i + 500).map((d) => d.address),
+          proofs.slice(i, i + 500),
         );
       }
     }
     return devices;
   }
 
-  async function settleBatch(devices: BaseWallet[], refKind: "random" | "order number" = "random") {
+  async function settleBatch(devices: BaseWallet[], refKind: "random" | "order number" = "random", sorted = true) {
     const items = [];
-    for (let i = 0; i < devices.length; i++) {
+    const order = sorted ? byPayee(devices.length) : devices.map((_, i) => i);
+    for (const i of order) {
       const p: Payment = {
         payee: payees[i % PAYEES],
         token: usdcAddress,
@@ -184,6 +195,10 @@ async function main() {
     const { gas, calldataBytes } = await settleBatch(await fleet(n, false), "order number");
     row(n, "shared policy, order-number ref", gas, calldataBytes);
   }
+  for (const n of SIZES.filter((s) => s === 500)) {
+    const { gas, calldataBytes } = await settleBatch(await fleet(n, false), "random", false);
+    row(n, "shared policy, random ref, not sorted by payee", gas, calldataBytes);
+  }
   for (const n of SIZES.filter((s) => s <= 100)) {
     const { gas, calldataBytes } = await settleBatch(await fleet(n, true));
     row(n, "a policy per device, random ref", gas, calldataBytes);
@@ -200,7 +215,7 @@ async function main() {
   // voucher of a tab creates its slot; later ones update it (the steady state of a streaming tab).
   async function settleVouchers(devices: BaseWallet[], cumulative: bigint) {
     const items = [];
-    for (let i = 0; i < devices.length; i++) {
+    for (const i of byPayee(devices.length)) {
       const v: Voucher = {
         payee: payees[i % PAYEES],
         token: usdcAddress,
@@ -254,19 +269,19 @@ async function main() {
   const onboardRows: string[] = [];
   let onboardNonce = 1n;
   for (const n of [1, 10, 100, 500]) {
-    const devices = Array.from({ length: n }, () => new ethers.Wallet(seeded()).address as Address);
     for (const policyId of [0, Number(sharedPolicy)]) {
-      const list = policyId === 0 ? devices : devices.map(() => new ethers.Wallet(seeded()).address as Address);
-      const order = { policyId, policy: params, epoch: 0, nonce: onboardNonce++, deadline };
-      const sig = await signTypedMessage({
+      const wallets = Array.from({ length: n }, () => new ethers.Wallet(seeded()) as unknown as BaseWallet);
+      const list = wallets.map((w) => w.address as Address);
+      const order = { owner: owner.address, policyId, policy: params, epoch: 0, nonce: onboardNonce++, deadline };
+      const signature = await signTypedMessage({
         signer: owner,
         domain,
         types: onboardingTypes,
         primaryType: "Onboarding",
         message: { ...order, devices: list },
       });
-      const { r, vs } = toCompactSignature(sig);
-      const receipt = (await (await pay.connect(relayer).onboardBySignature(order, list, r, vs)).wait())!;
+      const proofs = await Promise.all(list.map((_, i) => enroll(wallets[i])));
+      const receipt = (await (await pay.connect(relayer).onboardBySignature(order, list, proofs, signature)).wait())!;
       onboardRows.push(
         `| ${n} | ${policyId === 0 ? "new policy" : "existing policy"} | ${receipt.gasUsed} | ${(Number(receipt.gasUsed) / n).toFixed(0)} |`,
       );

@@ -111,12 +111,15 @@ interface IMachinePay {
 
     /// @notice An owner's signed order to set a policy and assign devices to it (EIP-712 `Onboarding`,
     ///         with the device list alongside): anyone submits it.
+    /// @param owner The signing owner: an EOA (ECDSA) or a smart account (ERC-1271), named because a
+    ///        contract's address cannot be recovered from a signature.
     /// @param policyId 0 to create a new policy, else one of the owner's policies to overwrite.
     /// @param policy The policy's parameters.
     /// @param epoch The owner's current epoch (ownerEpoch): an order signed before a freezeAll is void.
     /// @param nonce Any unused number of the owner's (orders can be used in any order, each once).
     /// @param deadline The order is valid before this timestamp.
     struct Onboarding {
+        address owner;
         uint32 policyId;
         PolicyParams policy;
         uint32 epoch;
@@ -125,11 +128,21 @@ interface IMachinePay {
     }
 
     /// @notice An owner's signed order to revoke devices for good (EIP-712 `Revocation`).
-    /// @param epoch As in Onboarding. @param nonce As in Onboarding. @param deadline As in Onboarding.
+    /// @param owner As in Onboarding. @param epoch As in Onboarding.
+    /// @param nonce As in Onboarding. @param deadline As in Onboarding.
     struct Revocation {
+        address owner;
         uint32 epoch;
         uint256 nonce;
         uint256 deadline;
+    }
+
+    /// @notice A device key's proof of possession: its EIP-712 `Enrollment(address owner)` signature,
+    ///         EIP-2098 compact (vs = s | (v - 27) << 255). Binding a key to an owner needs it, so
+    ///         nobody can register (and then revoke, i.e. burn) a key they do not hold.
+    struct DeviceProof {
+        bytes32 r;
+        bytes32 vs;
     }
 
     /// @notice A signed tab voucher as it travels in calldata: five words.
@@ -215,7 +228,8 @@ interface IMachinePay {
     event PolicyPausedSet(uint32 indexed policyId, bool paused);
 
     /// @notice A device key was assigned to a policy (registered, or moved between the owner's policies).
-    event DeviceAssigned(address indexed device, uint32 indexed policyId, address indexed owner);
+    /// @dev The owner is the policy's (PolicySet); leaving it out of the topics saves 375 gas per device.
+    event DeviceAssigned(address indexed device, uint32 indexed policyId);
 
     /// @notice A device was paused or unpaused.
     event DevicePausedSet(address indexed device, bool paused);
@@ -227,37 +241,26 @@ interface IMachinePay {
     /// @param epoch The owner's new epoch.
     event OwnerFrozen(address indexed owner, uint32 epoch);
 
-    /// @notice A device payment settled: enough to prove it from chain data.
-    /// @param amount Token units credited to the payee.
-    /// @param nonce The device's nonce for this payment.
+    /// @notice A device payment settled: with the batch's BatchSettled (same transaction, which names
+    ///         the token), enough to prove it from chain data.
+    /// @dev `amounts` is packed to save ~770 gas per payment: amount(64) | fee(64) << 64 | nonce(32) << 128.
+    ///      amount + fee fit 64 bits because they settled under a uint64 per-payment cap. The SDK's
+    ///      decodeMachinePayLog unpacks it.
     /// @param ref The 32-byte reference the device signed (an order or data-item id).
-    /// @param fee Token units credited to the batch's fee recipient, charged to the owner.
-    event PaymentSettled(
-        address indexed device,
-        address indexed payee,
-        address token,
-        uint256 amount,
-        uint256 nonce,
-        bytes32 ref,
-        uint256 fee
-    );
+    /// @param amounts Token units credited to the payee, token units charged as fee, and the nonce.
+    event PaymentSettled(address indexed device, address indexed payee, bytes32 ref, uint256 amounts);
 
     /// @notice A payment in a batch was skipped; nothing of it settled.
     /// @param index Position in the submitted batch. @param device Recovered signer (0 if none).
     event PaymentSkipped(uint256 index, address device, Reason reason);
 
-    /// @notice A tab voucher settled: the tab now stands at `cumulative`, `increment` was paid.
-    /// @param tabId The device's id for the tab. @param increment Token units credited to the payee.
-    /// @param cumulative Token units paid on the tab in all. @param fee Token units credited to the fee recipient.
-    event VoucherSettled(
-        address indexed device,
-        address indexed payee,
-        address token,
-        uint256 tabId,
-        uint256 increment,
-        uint256 cumulative,
-        uint256 fee
-    );
+    /// @notice A tab voucher settled: the tab now stands at `cumulative`, `increment` was paid. The
+    ///         token is in the same transaction's BatchSettled.
+    /// @dev `amounts` = increment(64) | fee(64) << 64 | cumulative(96) << 128 (increment + fee settled
+    ///      under a uint64 per-payment cap). The SDK's decodeMachinePayLog unpacks it.
+    /// @param tabId The device's id for the tab.
+    /// @param amounts Token units credited to the payee, charged as fee, and paid on the tab in all.
+    event VoucherSettled(address indexed device, address indexed payee, uint256 tabId, uint256 amounts);
 
     /// @notice A voucher in a batch was skipped; nothing of it settled.
     /// @param index Position in the batch. @param device Recovered signer (0 if none).
@@ -311,6 +314,9 @@ interface IMachinePay {
     error InvalidOwnerSignature();
     error StaleEpoch(address owner, uint256 signed, uint256 current);
     error OwnerNonceUsed(address owner, uint256 nonce);
+    error InvalidEnrollment(address device, address owner);
+    error LengthMismatch(uint256 devices, uint256 proofs);
+    error PermitFailed(address owner, address token);
     /// @notice Carries preview's results out of the rolled-back settlement (internal to preview).
     error PreviewResult(Reason[] reasons, address[] devices);
 
@@ -326,6 +332,42 @@ interface IMachinePay {
     /// @notice Deposit into another account's ledger balance (a fleet funded by a treasury, say).
     /// @param account Credited account. @param token As in deposit. @param amount As in deposit.
     function depositFor(address account, address token, uint256 amount) external payable;
+
+    /// @notice Deposit with an EIP-2612 permit instead of a prior approve: one transaction, which anyone
+    ///         (the owner, or a relayer for it) may send. Credits `owner`, pulls from `owner`.
+    /// @dev If the permit was already used (front-run) the deposit still goes ahead on the allowance,
+    ///      but only when the owner itself calls: a third party never moves funds on a bare allowance.
+    /// @param owner Who signed the permit, pays and is credited. @param token An EIP-2612 ERC-20.
+    /// @param amount Token units (the permit's value). @param deadline The permit's deadline.
+    /// @param v Permit signature v. @param r Permit signature r. @param s Permit signature s.
+    function depositWithPermit(
+        address owner,
+        address token,
+        uint256 amount,
+        uint256 deadline,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external;
+
+    /// @notice Deposit with an EIP-3009 `receiveWithAuthorization` signed by `from` to this contract:
+    ///         anyone may submit it; the token only lets this contract redeem it, so it cannot be
+    ///         front-run, and `from` is credited with what arrived.
+    /// @param from The authorizer, credited. @param token An EIP-3009 ERC-20 (USDC).
+    /// @param amount Token units (the authorization's value). @param validAfter As signed.
+    /// @param validBefore As signed. @param nonce The authorization's 32-byte nonce.
+    /// @param v Signature v. @param r Signature r. @param s Signature s.
+    function depositWithAuthorization(
+        address from,
+        address token,
+        uint256 amount,
+        uint256 validAfter,
+        uint256 validBefore,
+        bytes32 nonce,
+        uint8 v,
+        bytes32 r,
+        bytes32 s
+    ) external;
 
     /// @notice Withdraw at once from the caller's ledger balance. Only for accounts that own no
     ///         policy: an owner whose devices may spend its funds must announce first.
@@ -369,15 +411,20 @@ interface IMachinePay {
     /// @param allowed True to list, false to unlist.
     function setPayees(uint32 policyId, address[] calldata payees, bool allowed) external;
 
-    /// @notice Assign device keys to one of the caller's policies. A device may be new, or already
-    ///         on one of the caller's policies; its counters and nonces stay with it.
+    /// @notice Assign device keys to one of the caller's policies. A device may be new (then its
+    ///         proof must be its Enrollment signature over the caller), or already on one of the
+    ///         caller's policies (its proof is not checked: pass zeros); counters and nonces stay with it.
     /// @param policyId A policy of the caller's. @param devices Device key addresses.
-    function assignDevices(uint32 policyId, address[] calldata devices) external;
+    /// @param proofs Per device, its Enrollment(owner = caller) signature.
+    function assignDevices(uint32 policyId, address[] calldata devices, DeviceProof[] calldata proofs) external;
 
     /// @notice Create a policy for one device and assign the device to it, in one call.
     /// @param device The device key's address. @param params The policy.
+    /// @param proof The device's Enrollment(owner = caller) signature (not checked if already the caller's).
     /// @return policyId The new policy's id.
-    function registerDevice(address device, PolicyParams calldata params) external returns (uint32 policyId);
+    function registerDevice(address device, PolicyParams calldata params, DeviceProof calldata proof)
+        external
+        returns (uint32 policyId);
 
     /// @notice Pause or unpause one device of the caller's.
     /// @param device The device key's address. @param paused True to pause.
@@ -392,18 +439,23 @@ interface IMachinePay {
     function freezeAll() external;
 
     /// @notice Onboard devices with the owner's EIP-712 `Onboarding` signature: creates or overwrites
-    ///         the policy and assigns `devices` to it, all for the signing owner. Anyone may submit.
+    ///         the policy and assigns `devices` to it, all for `onboarding.owner`. Anyone may submit.
     /// @param onboarding The signed order. @param devices Device keys (their list is part of what is signed).
-    /// @param r Owner's signature r. @param vs Owner's EIP-2098 vs.
+    /// @param proofs Per device, its Enrollment(owner) signature, as in assignDevices.
+    /// @param signature The owner's signature: 65 bytes (r, s, v) for an EOA, or whatever its
+    ///        ERC-1271 `isValidSignature` accepts for a smart account (a Safe's owner signatures).
     /// @return policyId The policy the devices were assigned to.
-    function onboardBySignature(Onboarding calldata onboarding, address[] calldata devices, bytes32 r, bytes32 vs)
-        external
-        returns (uint32 policyId);
+    function onboardBySignature(
+        Onboarding calldata onboarding,
+        address[] calldata devices,
+        DeviceProof[] calldata proofs,
+        bytes calldata signature
+    ) external returns (uint32 policyId);
 
     /// @notice Revoke devices for good with the owner's EIP-712 `Revocation` signature. Anyone may submit.
     /// @param revocation The signed order. @param devices Device keys (signed).
-    /// @param r Owner's signature r. @param vs Owner's EIP-2098 vs.
-    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes32 r, bytes32 vs)
+    /// @param signature The owner's signature, as in onboardBySignature.
+    function revokeBySignature(Revocation calldata revocation, address[] calldata devices, bytes calldata signature)
         external;
 
     // ---------------------------------------------------------------------------------------------
@@ -411,20 +463,22 @@ interface IMachinePay {
     // ---------------------------------------------------------------------------------------------
 
     /// @notice Settle a batch of signed device payments. Anyone may call. A bad item is skipped
-    ///         (PaymentSkipped with its reason) and never reverts the batch.
+    ///         (PaymentSkipped with its reason) and never reverts the batch. Results are in the
+    ///         events (PaymentSettled, PaymentSkipped, BatchSettled); preview returns them per item.
+    /// @dev Returns nothing: building and encoding per-item results cost ~100 gas per item that only
+    ///      an eth_call could read, and preview serves those callers.
     /// @param token The token every payment of the batch signed (address(0): native coin).
-    /// @param payments Packed signed payments, see SignedPayment.
+    /// @param payments Packed signed payments, see SignedPayment. Order a batch by payee (a
+    ///        device's payments in nonce order): consecutive credits to one payee are written once.
     /// @param feeRecipient Credited with each item's fee (address(0): the caller).
-    /// @return reasons Per item: None if settled, else why it was skipped.
-    /// @return devices Per item: the recovered signer (address(0) if the signature was invalid).
-    function settle(address token, SignedPayment[] calldata payments, address feeRecipient)
-        external
-        returns (Reason[] memory reasons, address[] memory devices);
+    function settle(address token, SignedPayment[] calldata payments, address feeRecipient) external;
 
     /// @notice What settle would do with this batch now, without changing state. Call it with
-    ///         eth_call; it is not `view` only because it runs settle and rolls it back.
+    ///         eth_call (on the `pending` block); it is not `view` only because it runs settle and
+    ///         rolls it back.
     /// @param token As in settle. @param payments As in settle. @param feeRecipient As in settle.
-    /// @return reasons As settle would return them. @return devices As settle would return them.
+    /// @return reasons Per item: None if it would settle, else why it would be skipped.
+    /// @return devices Per item: the recovered signer (address(0) if the signature is invalid).
     function preview(address token, SignedPayment[] calldata payments, address feeRecipient)
         external
         returns (Reason[] memory reasons, address[] memory devices);
@@ -433,16 +487,14 @@ interface IMachinePay {
     ///         settles the increase of its tab's cumulative amount; older vouchers are then stale.
     ///         Caps apply to what is paid: per-payment to increment + fee, period and lifetime to the
     ///         device's running totals. A bad item is skipped (VoucherSkipped) and never reverts the batch.
-    /// @param token The token every voucher signed. @param vouchers Packed signed vouchers.
+    ///         Returns nothing, as settle: previewVouchers gives per-item results.
+    /// @param token The token every voucher signed. @param vouchers Packed signed vouchers (by payee, as in settle).
     /// @param feeRecipient Credited with each item's fee (address(0): the caller).
-    /// @return reasons Per item: None if settled, else why not. @return devices Per item: the signer.
-    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
-        external
-        returns (Reason[] memory reasons, address[] memory devices);
+    function settleVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient) external;
 
-    /// @notice What settleVouchers would do now, without changing state (use eth_call).
+    /// @notice What settleVouchers would do now, without changing state (use eth_call on `pending`).
     /// @param token As in settleVouchers. @param vouchers As in settleVouchers. @param feeRecipient As in settleVouchers.
-    /// @return reasons As settleVouchers would return them. @return devices As settleVouchers would return them.
+    /// @return reasons Per item: None if it would settle, else why not. @return devices Per item: the signer.
     function previewVouchers(address token, SignedVoucher[] calldata vouchers, address feeRecipient)
         external
         returns (Reason[] memory reasons, address[] memory devices);

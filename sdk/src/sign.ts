@@ -5,8 +5,10 @@ import {
   type TypedDataDefinition,
   type WalletClient,
 } from "viem";
+import { toCompactSignature } from "./encode";
 import {
   type Address,
+  enrollmentTypes,
   type Hex,
   type MachinePayDomain,
   type Payment,
@@ -136,6 +138,31 @@ export type SignVoucherParameters = { signer: PaymentSigner; domain: MachinePayD
 export function signVoucher({ signer, domain, voucher }: SignVoucherParameters): Promise<Hex> {
   return signTypedMessage({ signer, domain, types: voucherTypes, primaryType: "Voucher", message: voucher });
 }
+
+export type SignEnrollmentParameters = { signer: PaymentSigner; domain: MachinePayDomain; owner: Address };
+
+/** A device key's proof of possession, as `registerDevice`, `assignDevices` and `onboardBySignature` take it. */
+export type DeviceProof = { r: Hex; vs: Hex };
+
+/**
+ * Sign the device key's `Enrollment(address owner)` with any signer kind: its consent to be bound to
+ * `owner` (an EOA or a smart account). Returns the EIP-2098 compact form the contract takes.
+ * The device signs this once, offline; whoever registers it needs the proof, so nobody who merely
+ * saw the device's address can bind it (or, by binding it, burn it).
+ */
+export async function signEnrollment({ signer, domain, owner }: SignEnrollmentParameters): Promise<DeviceProof> {
+  const signature = await signTypedMessage({
+    signer,
+    domain,
+    types: enrollmentTypes,
+    primaryType: "Enrollment",
+    message: { owner },
+  });
+  return toCompactSignature(signature);
+}
+
+/** The proof to pass for a device already bound to the caller (its proof is not checked then). */
+export const NO_PROOF: DeviceProof = { r: `0x${"00".repeat(32)}`, vs: `0x${"00".repeat(32)}` };
 
 export type SignTypedMessageParameters = {
   signer: PaymentSigner;

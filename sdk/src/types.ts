@@ -125,12 +125,13 @@ const policyParamsFields = [
 ] as const;
 
 export const ONBOARDING_TYPE =
-  "Onboarding(uint32 policyId,PolicyParams policy,address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)" +
+  "Onboarding(address owner,uint32 policyId,PolicyParams policy,address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)" +
   "PolicyParams(address token,uint64 maxPerPayment,uint64 maxPerPeriod,uint32 periodLength,uint64 lifetimeMax,uint32 validFrom,uint32 validUntil,bool payeesRestricted)";
 
 /** EIP-712 `types` for an owner's signed fleet onboarding (create or overwrite a policy, assign devices). */
 export const onboardingTypes = {
   Onboarding: [
+    { name: "owner", type: "address" },
     { name: "policyId", type: "uint32" },
     { name: "policy", type: "PolicyParams" },
     { name: "devices", type: "address[]" },
@@ -141,8 +142,12 @@ export const onboardingTypes = {
   PolicyParams: policyParamsFields,
 } as const;
 
-/** An owner's onboarding order: `policyId` 0 creates a policy; `epoch` must be the owner's current one. */
+/**
+ * An owner's onboarding order: `owner` is the signing account (an EOA, or a smart account that
+ * verifies through ERC-1271); `policyId` 0 creates a policy; `epoch` must be the owner's current one.
+ */
 export type Onboarding = {
+  owner: Address;
   policyId: number;
   policy: PolicyParams;
   devices: Address[];
@@ -151,11 +156,13 @@ export type Onboarding = {
   deadline: bigint;
 };
 
-export const REVOCATION_TYPE = "Revocation(address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)";
+export const REVOCATION_TYPE =
+  "Revocation(address owner,address[] devices,uint32 epoch,uint256 nonce,uint256 deadline)";
 
 /** EIP-712 `types` for an owner's signed revocation of devices. */
 export const revocationTypes = {
   Revocation: [
+    { name: "owner", type: "address" },
     { name: "devices", type: "address[]" },
     { name: "epoch", type: "uint32" },
     { name: "nonce", type: "uint256" },
@@ -163,7 +170,20 @@ export const revocationTypes = {
   ],
 } as const;
 
-export type Revocation = { devices: Address[]; epoch: number; nonce: bigint; deadline: bigint };
+export type Revocation = { owner: Address; devices: Address[]; epoch: number; nonce: bigint; deadline: bigint };
+
+export const ENROLLMENT_TYPE = "Enrollment(address owner)";
+
+/**
+ * EIP-712 `types` for a device key's proof of possession: the key signs the owner it binds itself
+ * to, once (keys are never unbound, only revoked for good). `registerDevice`, `assignDevices` and
+ * `onboardBySignature` take it as a `DeviceProof` (see `signEnrollment`).
+ */
+export const enrollmentTypes = {
+  Enrollment: [{ name: "owner", type: "address" }],
+} as const;
+
+export type Enrollment = { owner: Address };
 
 /** Bounds the packed calldata encoding puts on the signed uint256 fields. */
 export const LIMITS = {
