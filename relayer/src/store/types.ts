@@ -1,0 +1,397 @@
+// The relayer's durable store: the only stage that speaks SQL. Everything here is backend-neutral
+// (SQLite now, PostgreSQL later, behind the same interface); amounts are bigint, addresses and
+// hashes lowercase 0x hex, our own timestamps unix milliseconds, chain times unix seconds.
+
+export type Hex = `0x${string}`;
+
+export const ITEM_KINDS = ["payment", "voucher"] as const;
+export type ItemKind = (typeof ITEM_KINDS)[number];
+
+/**
+ * Item state machine (each arrow is one store operation, in one transaction):
+ *
+ *   accepted ──createBatch──▶ batched ──markBroadcast / markBatchMined──▶ submitted ──markBatchConfirmed──▶ settled | rejected
+ *      ▲  │                      │                                           │
+ *      │  │                      └────────────requeueBatch─────┬─────────────┘
+ *      └──┼────────────────────────────────────────────────────┘  (batch reverted, dropped or failed)
+ *         ├──write / rejectItems──▶ rejected
+ *         └──write (newer voucher of its tab)──▶ superseded
+ *
+ * `markBatchMined` keeps items `submitted` but records the block and each item's on-chain outcome
+ * (`outcome`, and `reason` if skipped); `markBatchConfirmed`, at confirmation depth, makes the
+ * outcome the status. Only `accepted` items can be batched, rejected by the relayer or superseded.
+ */
+export const ITEM_STATUSES = ["accepted", "batched", "submitted", "settled", "rejected", "superseded"] as const;
+export type ItemStatus = (typeof ITEM_STATUSES)[number];
+
+export const ITEM_TRANSITIONS: Readonly<Record<ItemStatus, readonly ItemStatus[]>> = {
+  accepted: ["batched", "rejected", "superseded"],
+  batched: ["submitted", "accepted"],
+  submitted: ["settled", "rejected", "accepted"],
+  settled: [],
+  rejected: [],
+  superseded: [],
+};
+
+/** Statuses whose spend still counts against a device's caps (ingest's pending ledger). */
+export const PENDING_ITEM_STATUSES = ["accepted", "batched", "submitted"] as const satisfies readonly ItemStatus[];
+
+/**
+ * Batch state machine:
+ *
+ *   created ──markBroadcast──▶ sent ──markBatchMined──▶ mined ──markBatchConfirmed──▶ confirmed
+ *      │                        │  ◀───unmineBatch────   │  (mined → mined: re-included after a reorg)
+ *      ├── requeueBatch ────────┴───────────────────────┴──▶ reverted | dropped   (items back to accepted)
+ *      ├── requeueBatch('failed'): only while no attempt was ever broadcast (frees the nonce)
+ *      └── markBatchMined: recovery found it mined before its broadcast was recorded
+ *
+ * A sender's nonce belongs to one batch at a time (unless failed or dropped); every replacement
+ * transaction is another attempt of the same batch, recorded before it is broadcast.
+ */
+export const BATCH_STATUSES = ["created", "sent", "mined", "confirmed", "reverted", "failed", "dropped"] as const;
+export type BatchStatus = (typeof BATCH_STATUSES)[number];
+
+export const BATCH_TRANSITIONS: Readonly<Record<BatchStatus, readonly BatchStatus[]>> = {
+  created: ["sent", "mined", "reverted", "dropped", "failed"],
+  sent: ["mined", "reverted", "dropped"],
+  mined: ["mined", "sent", "confirmed", "reverted", "dropped"],
+  confirmed: [],
+  reverted: [],
+  failed: [],
+  dropped: [],
+};
+
+/** Batches that recovery and the confirmation loop must look at. */
+export const OPEN_BATCH_STATUSES = ["created", "sent", "mined"] as const satisfies readonly BatchStatus[];
+
+export const OWNER_MESSAGE_KINDS = ["onboarding", "revocation"] as const;
+export type OwnerMessageKind = (typeof OWNER_MESSAGE_KINDS)[number];
+
+export const OWNER_MESSAGE_STATUSES = ["accepted", "submitted", "confirmed", "failed"] as const;
+export type OwnerMessageStatus = (typeof OWNER_MESSAGE_STATUSES)[number];
+
+export const OWNER_MESSAGE_TRANSITIONS: Readonly<Record<OwnerMessageStatus, readonly OwnerMessageStatus[]>> = {
+  accepted: ["submitted", "failed"],
+  submitted: ["submitted", "accepted", "confirmed", "failed"],
+  confirmed: [],
+  failed: [],
+};
+
+/** A signed payment or voucher that ingest verified and admitted. */
+export interface NewItem {
+  /** EIP-712 digest of the payment or voucher: the idempotency key. */
+  id: Hex;
+  kind: ItemKind;
+  device: Hex;
+  owner: Hex;
+  policyId: number;
+  payee: Hex;
+  token: Hex;
+  /** Payment amount, or a voucher's cumulative total (token units). */
+  amount: bigint;
+  /** Payments only (below 2^53; the contract takes below 2^32); null for vouchers. */
+  nonce: bigint | null;
+  /** Vouchers only; null for payments. */
+  tabId: bigint | null;
+  /** Unix seconds. */
+  deadline: number;
+  maxFee: bigint;
+  /** What the relayer will charge, ≤ maxFee. */
+  fee: bigint;
+  /** Payments only (32 bytes); null for vouchers. */
+  ref: Hex | null;
+  /** The 65-byte signature as received. */
+  signature: Hex;
+  /** EIP-2098 compact form of the signature. */
+  r: Hex;
+  vs: Hex;
+  /** What admission counted against the caps: amount + fee, or a voucher's increment + fee. */
+  spend: bigint;
+  /** Unix ms; defaults to the store's clock. */
+  acceptedAt?: number;
+}
+
+export interface ItemRow extends Required<NewItem> {
+  status: ItemStatus;
+  /** Why it was rejected (a contract reason name or a relayer code), or its skip reason once mined. */
+  reason: string | null;
+  message: string | null;
+  /** Set by markBatchMined: what the mined block did with the item; final at confirmation. */
+  outcome: "settled" | "rejected" | null;
+  /** The live batch while batched/submitted; the batch that settled or rejected it afterwards. */
+  batchId: number | null;
+  position: number | null;
+  /** The latest broadcast attempt while submitted; the transaction that landed once mined. */
+  txHash: Hex | null;
+  blockNumber: number | null;
+  blockHash: Hex | null;
+  updatedAt: number;
+}
+
+export interface TabKey {
+  device: Hex;
+  payee: Hex;
+  token: Hex;
+  tabId: bigint;
+}
+
+export interface TabRow extends TabKey {
+  /** Item id of the newest accepted voucher (null if only the chain's view is known). */
+  newestId: Hex | null;
+  newestCumulative: bigint;
+  /** What the chain says the tab settled. */
+  settledCumulative: bigint;
+  /** Unix seconds (chain time) when the tab closes, or null while open. */
+  closesAt: number | null;
+  updatedAt: number;
+}
+
+/** Moves a tab's newest voucher forward; ignored (advanced: false) unless newestCumulative grows. */
+export interface TabAdvance extends TabKey {
+  newestId: Hex;
+  newestCumulative: bigint;
+}
+
+/** A status change made by ingest or the batcher; applies only while the item is still `accepted`. */
+export interface ItemUpdate {
+  id: Hex;
+  status: "superseded" | "rejected";
+  reason?: string;
+  message?: string;
+}
+
+/** Everything one caller of `write` needs atomically: its items, its tabs, its status changes. */
+export interface WriteSet {
+  items?: readonly NewItem[];
+  tabs?: readonly TabAdvance[];
+  updates?: readonly ItemUpdate[];
+}
+
+export interface WriteResult {
+  /** Same order as the set's items; `inserted: false` returns the row stored earlier. */
+  items: { id: Hex; inserted: boolean; item: ItemRow }[];
+  tabs: { advanced: boolean; tab: TabRow }[];
+  /** `applied: false` when the item was unknown (`status: null`) or no longer accepted. */
+  updates: { id: Hex; applied: boolean; status: ItemStatus | null }[];
+}
+
+export interface Page<T> {
+  rows: T[];
+  /** Pass as `after` to get the next page; null when this was the last one. */
+  next: string | null;
+}
+
+export interface ListItemsQuery {
+  status?: ItemStatus;
+  device?: Hex;
+  kind?: ItemKind;
+  /** With batchId, items come in position order; otherwise newest first. */
+  batchId?: number;
+  limit: number;
+  after?: string;
+}
+
+export interface ReadyItemsQuery {
+  kind: ItemKind;
+  token: Hex;
+  limit: number;
+}
+
+export interface NewBatch {
+  kind: ItemKind;
+  token: Hex;
+  sender: Hex;
+  /** The sender's transaction nonce, fixed for every attempt of this batch. */
+  nonce: number;
+  /** In settlement order; each must be `accepted` and of the batch's kind and token. */
+  itemIds: readonly Hex[];
+  gasEstimate?: bigint | null;
+}
+
+export interface BatchRow {
+  id: number;
+  kind: ItemKind;
+  token: Hex;
+  sender: Hex;
+  nonce: number;
+  status: BatchStatus;
+  itemCount: number;
+  gasEstimate: bigint | null;
+  gasUsed: bigint | null;
+  blockNumber: number | null;
+  blockHash: Hex | null;
+  /** The attempt that landed. */
+  txHash: Hex | null;
+  error: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface NewAttempt {
+  hash: Hex;
+  /** The signed transaction, so recovery can re-broadcast it without the key. */
+  raw: Hex;
+  nonce: number;
+  maxFeePerGas: bigint;
+  maxPriorityFeePerGas: bigint;
+}
+
+export interface AttemptRow extends NewAttempt {
+  batchId: number;
+  createdAt: number;
+  /** Null until a broadcast call for it returned. */
+  broadcastAt: number | null;
+}
+
+export interface BatchDetail extends BatchRow {
+  /** Oldest first. */
+  attempts: AttemptRow[];
+  /** Every item ever placed in this batch, in position order (kept after a requeue). */
+  itemIds: Hex[];
+}
+
+export interface ListBatchesQuery {
+  status?: BatchStatus;
+  limit: number;
+  after?: string;
+}
+
+export interface ItemOutcome {
+  id: Hex;
+  status: "settled" | "rejected";
+  /** Required when rejected: the contract's reason name. */
+  reason?: string;
+  message?: string;
+}
+
+export interface BatchMined {
+  txHash: Hex;
+  blockNumber: number;
+  blockHash: Hex;
+  gasUsed: bigint;
+  /** Exactly one per item of the batch. */
+  items: readonly ItemOutcome[];
+}
+
+export interface BatchRequeue {
+  status: "reverted" | "dropped" | "failed";
+  error?: string;
+  /** For a reverted transaction: its receipt. */
+  receipt?: { txHash: Hex; blockNumber: number; blockHash: Hex; gasUsed: bigint };
+}
+
+export interface ItemRejection {
+  id: Hex;
+  reason: string;
+  message?: string;
+}
+
+export interface TabSettled {
+  settledCumulative: bigint;
+  closesAt?: number | null;
+}
+
+export interface Cursor {
+  blockNumber: number;
+  blockHash: Hex | null;
+}
+
+export interface NewOwnerMessage {
+  /** EIP-712 digest of the owner's signed message. */
+  id: Hex;
+  kind: OwnerMessageKind;
+  owner: Hex;
+  /** JSON text of what the chain stage needs to submit it (the caller encodes bigints). */
+  body: string;
+}
+
+export interface OwnerMessageRow extends NewOwnerMessage {
+  status: OwnerMessageStatus;
+  txHash: Hex | null;
+  error: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export interface OwnerMessageUpdate {
+  status: OwnerMessageStatus;
+  txHash?: Hex | null;
+  error?: string | null;
+}
+
+export interface StatusCounts {
+  items: Record<ItemStatus, number>;
+  batches: Record<BatchStatus, number>;
+}
+
+export interface StoreStats {
+  /** Transactions committed by `write` (each holds one group of callers). */
+  groupCommits: number;
+  /** `write` calls acknowledged. */
+  writes: number;
+  /** Most callers ever acknowledged by one commit. */
+  largestGroup: number;
+}
+
+/**
+ * Every operation is one transaction; every promise resolves only after COMMIT, so whatever a
+ * caller was told is on disk. Invalid input and refused transitions throw `StoreError`.
+ */
+export interface Store {
+  readonly backend: "sqlite" | "postgres";
+  /** Waits for pending writes, then closes. */
+  close(): Promise<void>;
+
+  /** Group commit: calls arriving together share one transaction; a failed commit rejects all of them. */
+  write(set: WriteSet): Promise<WriteResult>;
+
+  getItem(id: Hex): Promise<ItemRow | null>;
+  /** Same order as `ids`; null where unknown. */
+  getItems(ids: readonly Hex[]): Promise<(ItemRow | null)[]>;
+  listItems(query: ListItemsQuery): Promise<Page<ItemRow>>;
+  /** Every accepted, batched or submitted item: to rebuild ingest's pending ledger at start. */
+  pendingItems(): Promise<ItemRow[]>;
+  /** Accepted items of one kind and token by deadline, then device, then nonce. */
+  readyItems(query: ReadyItemsQuery): Promise<ItemRow[]>;
+  countByStatus(): Promise<StatusCounts>;
+
+  getTab(key: TabKey): Promise<TabRow | null>;
+  /** Records what the chain says about a tab (creating the row if needed). */
+  setTabSettled(key: TabKey, settled: TabSettled): Promise<TabRow>;
+
+  /** Inserts the batch and marks its items batched; throws CONFLICT if any is not accepted any more. */
+  createBatch(batch: NewBatch): Promise<number>;
+  /** Records a signed transaction for the batch; call before broadcasting it. */
+  addAttempt(batchId: number, attempt: NewAttempt): Promise<AttemptRow>;
+  /** After the broadcast call returned: the batch is sent, its items submitted. */
+  markBroadcast(hash: Hex): Promise<void>;
+  getBatch(id: number): Promise<BatchDetail | null>;
+  /** Newest first. */
+  listBatches(query: ListBatchesQuery): Promise<Page<BatchRow>>;
+  /** Created, sent and mined batches, oldest first, with their attempts. */
+  openBatches(): Promise<BatchDetail[]>;
+  /** Highest nonce of the sender's batches that use one, plus 1; null if none. Combine with the chain's. */
+  nextNonce(sender: Hex): Promise<number | null>;
+
+  markBatchMined(batchId: number, mined: BatchMined): Promise<void>;
+  /** The batch's block left the canonical chain: back to sent, outcomes forgotten. */
+  unmineBatch(batchId: number): Promise<void>;
+  /** At confirmation depth: items take their mined outcome; settled vouchers advance their tab. */
+  markBatchConfirmed(batchId: number): Promise<void>;
+  /** Ends an open batch without settling it; returns the items put back to accepted. */
+  requeueBatch(batchId: number, requeue: BatchRequeue): Promise<Hex[]>;
+  /** Rejects accepted items; returns the ids that were rejected (others had moved on). */
+  rejectItems(rejections: readonly ItemRejection[]): Promise<Hex[]>;
+
+  getCursor(name: string): Promise<Cursor | null>;
+  setCursor(name: string, cursor: Cursor): Promise<void>;
+
+  /** Idempotent by id. */
+  insertOwnerMessage(message: NewOwnerMessage): Promise<{ inserted: boolean; message: OwnerMessageRow }>;
+  updateOwnerMessage(id: Hex, update: OwnerMessageUpdate): Promise<OwnerMessageRow>;
+  getOwnerMessage(id: Hex): Promise<OwnerMessageRow | null>;
+  /** Accepted and submitted messages, oldest first. */
+  openOwnerMessages(): Promise<OwnerMessageRow[]>;
+
+  stats(): StoreStats;
+}

@@ -1,0 +1,898 @@
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import Database from "better-sqlite3";
+import { expect } from "chai";
+import fc from "fast-check";
+import {
+  BATCH_TRANSITIONS,
+  type BatchStatus,
+  GroupCommitter,
+  type Hex,
+  ITEM_TRANSITIONS,
+  type ItemStatus,
+  MIGRATIONS,
+  type Migration,
+  migrate,
+  type NewItem,
+  OPEN_BATCH_STATUSES,
+  openSqliteStore,
+  openStore,
+  SCHEMA_VERSION,
+  type SqliteStore,
+  StoreError,
+} from "../src/store";
+
+const rand32 = () => `0x${randomBytes(32).toString("hex")}` as Hex;
+const addr = (n: number) => `0x${n.toString(16).padStart(40, "0")}` as Hex;
+const DEVICE_A = addr(0xa);
+const DEVICE_B = addr(0xb);
+const OWNER = addr(0x0e);
+const PAYEE = addr(0x9a);
+const TOKEN = addr(0x70);
+const OTHER_TOKEN = addr(0x71);
+const SENDER = addr(0x5e);
+
+let nextNonce = 0n;
+function payment(over: Partial<NewItem> = {}): NewItem {
+  return {
+    id: rand32(),
+    kind: "payment",
+    device: DEVICE_A,
+    owner: OWNER,
+    policyId: 1,
+    payee: PAYEE,
+    token: TOKEN,
+    amount: 250_000n,
+    nonce: nextNonce++,
+    tabId: null,
+    deadline: 1_795_000_000,
+    maxFee: 10n,
+    fee: 5n,
+    ref: rand32(),
+    signature: `0x${"1b".repeat(65)}`,
+    r: rand32(),
+    vs: rand32(),
+    spend: 250_005n,
+    ...over,
+  };
+}
+
+function voucher(cumulative: bigint, over: Partial<NewItem> = {}): NewItem {
+  return payment({ kind: "voucher", nonce: null, tabId: 7n, ref: null, amount: cumulative, spend: 0n, ...over });
+}
+
+const tab = { device: DEVICE_A, payee: PAYEE, token: TOKEN, tabId: 7n };
+
+async function rejection(promise: Promise<unknown>): Promise<StoreError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).to.be.instanceOf(StoreError);
+    return error as StoreError;
+  }
+  throw new Error("expected the promise to reject");
+}
+
+describe("relayer store (SQLite)", () => {
+  let dir: string;
+  let opened: SqliteStore[];
+  const file = () => join(dir, "relayer.db");
+  const open = async (path = file()) => {
+    const store = await openSqliteStore({ path });
+    opened.push(store);
+    return store;
+  };
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), "machinepay-store-"));
+    opened = [];
+  });
+  afterEach(async () => {
+    for (const s of opened) await s.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  describe("opening and migrations", () => {
+    it("gives a fresh file the newest schema, in WAL mode with synchronous=FULL and foreign keys on", async () => {
+      const store = await open();
+      expect(store.migration).to.deep.equal({ from: 0, to: SCHEMA_VERSION });
+      expect(SCHEMA_VERSION).to.equal(MIGRATIONS.length);
+      // Connection settings are per connection: read them on the store's own (test-only access).
+      const db = (store as unknown as { db: Database.Database }).db;
+      expect(db.pragma("journal_mode", { simple: true })).to.equal("wal");
+      expect(db.pragma("synchronous", { simple: true })).to.equal(2); // FULL
+      expect(db.pragma("foreign_keys", { simple: true })).to.equal(1);
+      expect(db.pragma("busy_timeout", { simple: true })).to.equal(5000);
+      expect(db.pragma("user_version", { simple: true })).to.equal(SCHEMA_VERSION);
+    });
+
+    it("re-opening a current file migrates nothing and keeps the data", async () => {
+      const first = await open();
+      const it = payment();
+      await first.write({ items: [it] });
+      await first.close();
+      const second = await open();
+      expect(second.migration).to.deep.equal({ from: SCHEMA_VERSION, to: SCHEMA_VERSION });
+      expect((await second.getItem(it.id))?.amount).to.equal(it.amount);
+    });
+
+    it("refuses a database from a newer relayer, with a message saying so, and leaves it untouched", async () => {
+      await (await open()).close();
+      const db = new Database(file());
+      db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
+      db.close();
+      const error = await rejection(openSqliteStore({ path: file() }));
+      expect(error.code).to.equal("SCHEMA_TOO_NEW");
+      expect(error.message).to.match(new RegExp(`schema version ${SCHEMA_VERSION + 1}.*up to ${SCHEMA_VERSION}`));
+      expect(error.message).to.match(/Upgrade the relayer/);
+      const after = new Database(file(), { readonly: true });
+      expect(after.pragma("user_version", { simple: true })).to.equal(SCHEMA_VERSION + 1);
+      after.close();
+    });
+
+    it("refuses a file that is not SQLite, and another application's database", async () => {
+      await writeFile(file(), "this is not a database, it is a shopping list ".repeat(40));
+      expect((await rejection(openSqliteStore({ path: file() }))).code).to.equal("NOT_A_STORE");
+
+      const foreign = join(dir, "foreign.db");
+      const db = new Database(foreign);
+      db.exec("CREATE TABLE notes (body TEXT)");
+      db.close();
+      const error = await rejection(openSqliteStore({ path: foreign }));
+      expect(error.code).to.equal("NOT_A_STORE");
+      expect(error.message).to.match(/did not create/);
+    });
+
+    it("rolls a failed migration back whole, leaving the file at the version before it", async () => {
+      const db = new Database(file());
+      const broken: Migration[] = [
+        MIGRATIONS[0],
+        { version: 2, name: "half-broken", up: "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1);" },
+      ];
+      let error: unknown;
+      try {
+        migrate(db, file(), broken);
+      } catch (e) {
+        error = e;
+      }
+      expect((error as StoreError).code).to.equal("MIGRATION_FAILED");
+      expect((error as StoreError).message).to.match(/version 2 \(half-broken\) failed.*unchanged at version 1/);
+      expect(db.pragma("user_version", { simple: true })).to.equal(1);
+      expect(db.prepare("SELECT count(*) AS n FROM sqlite_schema WHERE name = 'extra'").get()).to.deep.equal({ n: 0 });
+      db.close();
+    });
+
+    it("says what to do when the file cannot be created", async () => {
+      await writeFile(join(dir, "plain-file"), "");
+      const error = await rejection(openSqliteStore({ path: join(dir, "plain-file", "relayer.db") }));
+      expect(error.code).to.equal("CANNOT_OPEN");
+      expect(error.message).to.match(/writable/);
+    });
+
+    it("openStore takes sqlite: URLs and plain paths, and refuses postgres:// for now", async () => {
+      for (const url of [`sqlite:${join(dir, "a.db")}`, `sqlite://${join(dir, "b.db")}`, join(dir, "c.db")]) {
+        const store = await openStore(url);
+        expect(store.backend).to.equal("sqlite");
+        await store.close();
+      }
+      const pg = await rejection(openStore("postgres://relayer:secret@db.internal:5432/machinepay"));
+      expect(pg.code).to.equal("UNSUPPORTED_BACKEND");
+      expect(pg.message).to.match(/PostgreSQL backend not available yet/);
+      expect(JSON.stringify(pg.details)).not.to.include("secret");
+      expect((await rejection(openStore("mysql://x/y"))).code).to.equal("UNSUPPORTED_BACKEND");
+    });
+  });
+
+  describe("write: idempotent group commit", () => {
+    it("stores an item once however it is sent twice: in one group, across calls, across a reopen", async () => {
+      const store = await open();
+      const it = payment({ amount: 2n ** 200n, spend: 2n ** 200n + 5n }); // far beyond int64
+      const [a, b] = await Promise.all([store.write({ items: [it] }), store.write({ items: [it] })]);
+      expect([a.items[0].inserted, b.items[0].inserted].sort()).to.deep.equal([false, true]);
+      expect(b.items[0].item).to.deep.equal(a.items[0].item);
+      expect(a.items[0].item.amount).to.equal(2n ** 200n);
+
+      const again = await store.write({ items: [{ ...it, fee: 6n }] }); // a retry: the stored row wins
+      expect(again.items[0]).to.deep.include({ inserted: false });
+      expect(again.items[0].item.fee).to.equal(5n);
+
+      await store.close();
+      const reopened = await open();
+      const third = await reopened.write({ items: [it] });
+      expect(third.items[0].inserted).to.equal(false);
+      expect(third.items[0].item).to.deep.equal(a.items[0].item);
+      expect((await reopened.countByStatus()).items.accepted).to.equal(1);
+    });
+
+    it("commits 500 concurrent writes in far fewer transactions, acknowledging each after the commit", async () => {
+      const store = await open();
+      const items = Array.from({ length: 500 }, () => payment());
+      const results = await Promise.all(items.map((it) => store.write({ items: [it] })));
+      expect(results.every((r) => r.items[0].inserted)).to.equal(true);
+      const stats = store.stats();
+      expect(stats.writes).to.equal(500);
+      expect(stats.groupCommits).to.be.at.most(5);
+      expect(stats.largestGroup).to.be.at.least(100);
+      const stored = await store.getItems(items.map((it) => it.id));
+      expect(stored.every((row) => row?.status === "accepted")).to.equal(true);
+    });
+
+    it("caps a group at maxGroupRows rows; the rest wait for the next commit", async () => {
+      const store = await openSqliteStore({ path: file(), maxGroupRows: 100 });
+      opened.push(store);
+      await Promise.all(
+        Array.from({ length: 20 }, () => store.write({ items: Array.from({ length: 30 }, () => payment()) })),
+      );
+      expect(store.stats().largestGroup).to.equal(3); // 3 × 30 rows fit in 100, a 4th would not
+      expect(store.stats().groupCommits).to.equal(7);
+      const big = await store.write({ items: Array.from({ length: 150 }, () => payment()) }); // one call always fits
+      expect(big.items).to.have.length(150);
+    });
+
+    it("groups callers that arrive while an asynchronous commit is in flight (the PostgreSQL path)", async () => {
+      const groups: number[][] = [];
+      let release: () => void = () => {};
+      const committer = new GroupCommitter<number, number>(async (inputs) => {
+        groups.push(inputs);
+        if (groups.length === 1) await new Promise<void>((r) => (release = r));
+        return inputs.map((x) => x * 2);
+      });
+      const first = committer.submit(1);
+      await new Promise((r) => setImmediate(r)); // the first commit is now in flight
+      const later = [2, 3, 4].map((x) => committer.submit(x));
+      await new Promise((r) => setTimeout(r, 10));
+      expect(groups).to.deep.equal([[1]]); // nobody starts a second transaction meanwhile
+      release();
+      expect(await Promise.all([first, ...later])).to.deep.equal([2, 4, 6, 8]);
+      expect(groups).to.deep.equal([[1], [2, 3, 4]]);
+      const failing = new GroupCommitter<number, number>(async () => {
+        throw new Error("connection lost");
+      });
+      const outcomes = await Promise.allSettled([failing.submit(1), failing.submit(2)]);
+      expect(outcomes.map((o) => o.status)).to.deep.equal(["rejected", "rejected"]);
+    });
+
+    it("close() commits the writes already queued, then refuses new ones", async () => {
+      const store = await open();
+      const items = Array.from({ length: 10 }, () => payment());
+      const pending = items.map((it) => store.write({ items: [it] }));
+      await store.close();
+      expect((await Promise.all(pending)).every((r) => r.items[0].inserted)).to.equal(true);
+      expect((await rejection(store.write({ items: [payment()] }))).code).to.equal("CLOSED");
+      expect((await rejection(store.getItem(items[0].id))).code).to.equal("CLOSED");
+      const rows = await (await open()).getItems(items.map((it) => it.id));
+      expect(rows.every((r) => r !== null)).to.equal(true);
+    });
+
+    it("rejects every caller of a failed transaction and stores none of its writes", async () => {
+      const store = await open();
+      const items = Array.from({ length: 50 }, () => payment());
+      // Another connection poisons item 30: the transaction fails after 29 writes were applied.
+      const side = new Database(file());
+      side.exec(
+        `CREATE TRIGGER poison BEFORE INSERT ON items WHEN NEW.id = '${items[30].id}'
+         BEGIN SELECT RAISE(ABORT, 'poisoned by the test'); END`,
+      );
+      const settled = await Promise.allSettled(items.map((it) => store.write({ items: [it] })));
+      expect(settled.every((r) => r.status === "rejected")).to.equal(true);
+      const error = (settled[0] as PromiseRejectedResult).reason as StoreError;
+      expect(error).to.be.instanceOf(StoreError);
+      expect(error.code).to.equal("WRITE_FAILED");
+      expect(error.message).to.match(/50 writes failed and nothing of it was stored \(poisoned by the test\)/);
+      expect((await store.getItems(items.map((it) => it.id))).every((row) => row === null)).to.equal(true);
+
+      side.exec("DROP TRIGGER poison");
+      side.close();
+      const retried = await Promise.all(items.map((it) => store.write({ items: [it] })));
+      expect(retried.every((r) => r.items[0].inserted)).to.equal(true);
+    });
+
+    it("rejects a malformed write alone, before it can join (and fail) a group", async () => {
+      const store = await open();
+      const good = Array.from({ length: 5 }, () => payment());
+      const bad = { ...payment(), fee: 11n }; // above maxFee
+      const settled = await Promise.allSettled([
+        ...good.map((it) => store.write({ items: [it] })),
+        store.write({ items: [bad] }),
+        store.write({ items: [payment({ device: "0x1234" })] }),
+      ]);
+      expect(settled.slice(0, 5).every((r) => r.status === "fulfilled")).to.equal(true);
+      for (const r of settled.slice(5)) {
+        expect(r.status).to.equal("rejected");
+        expect(((r as PromiseRejectedResult).reason as StoreError).code).to.equal("INVALID_INPUT");
+      }
+      expect(((settled[5] as PromiseRejectedResult).reason as Error).message).to.match(/items\[0\]\.fee/);
+      expect(await store.getItem(bad.id)).to.equal(null);
+    });
+
+    it("keeps what was acknowledged across close and reopen, with addresses lowercased", async () => {
+      const store = await open();
+      const it = payment({ device: `0x${"AB".repeat(20)}` as Hex });
+      await store.write({ items: [it] });
+      await store.close();
+      const row = await (await open()).getItem(it.id);
+      expect(row).to.deep.include({ device: `0x${"ab".repeat(20)}`, nonce: it.nonce, status: "accepted" });
+    });
+
+    it("keeps every acknowledged write of a process killed with SIGKILL", async function () {
+      this.timeout(60_000);
+      const path = file();
+      // The child acknowledges each write on stdout only after write() resolved, never closes the store.
+      const child = spawn(
+        process.execPath,
+        [
+          "-r",
+          "ts-node/register/transpile-only",
+          "-e",
+          `const { openSqliteStore } = require(${JSON.stringify(join(__dirname, "..", "src", "store"))});
+           const { randomBytes } = require("node:crypto");
+           const hex = (n) => "0x" + randomBytes(n).toString("hex");
+           (async () => {
+             const store = await openSqliteStore({ path: process.argv[1] });
+             let nonce = 0n;
+             const writer = async () => {
+               for (;;) {
+                 const id = hex(32);
+                 await store.write({ items: [{ id, kind: "payment", device: ${JSON.stringify(DEVICE_A)},
+                   owner: ${JSON.stringify(OWNER)}, policyId: 1, payee: ${JSON.stringify(PAYEE)},
+                   token: ${JSON.stringify(TOKEN)}, amount: 1n, nonce: nonce++, tabId: null, deadline: 1,
+                   maxFee: 0n, fee: 0n, ref: hex(32), signature: hex(65), r: hex(32), vs: hex(32), spend: 1n }] });
+                 process.stdout.write(id + "\\n");
+               }
+             };
+             for (let i = 0; i < 20; i++) writer();
+             process.stdout.write("ok\\n");
+           })();`,
+          path,
+        ],
+        { cwd: join(__dirname, ".."), stdio: ["ignore", "pipe", "inherit"] },
+      );
+      let out = "";
+      await new Promise<void>((resolve, reject) => {
+        child.on("exit", (code) => reject(new Error(`child exited early with ${code}`)));
+        child.stdout.on("data", (d) => {
+          out += d;
+          if (out.includes("ok\n") && out.split("\n").length > 300) resolve();
+        });
+      });
+      child.removeAllListeners("exit");
+      const exited = new Promise((r) => child.on("exit", r));
+      process.kill(child.pid!, "SIGKILL");
+      await exited;
+      const acknowledged = out.split("\n").filter((line) => line.startsWith("0x")) as Hex[];
+      expect(acknowledged.length).to.be.at.least(299);
+      const rows = await (await open(path)).getItems(acknowledged);
+      const lost = acknowledged.filter((_, i) => rows[i] === null);
+      expect(lost, "acknowledged but lost").to.deep.equal([]);
+    });
+
+    it("supersedes a voucher in the transaction that stores its successor, and moves a tab only forward", async () => {
+      const store = await open();
+      const v1 = voucher(100n);
+      await store.write({ items: [v1], tabs: [{ ...tab, newestId: v1.id, newestCumulative: 100n }] });
+      const v2 = voucher(250n);
+      const r = await store.write({
+        items: [v2],
+        tabs: [{ ...tab, newestId: v2.id, newestCumulative: 250n }],
+        updates: [{ id: v1.id, status: "superseded" }],
+      });
+      expect(r.tabs[0]).to.deep.include({ advanced: true });
+      expect(r.tabs[0].tab).to.deep.include({ newestId: v2.id, newestCumulative: 250n, settledCumulative: 0n });
+      expect(r.updates[0]).to.deep.equal({ id: v1.id, applied: true, status: "superseded" });
+      expect((await store.getItem(v1.id))?.status).to.equal("superseded");
+
+      // An older voucher arriving late does not move the tab back ("99" > "250" as text: compared as numbers).
+      const late = voucher(99n);
+      const back = await store.write({ items: [late], tabs: [{ ...tab, newestId: late.id, newestCumulative: 99n }] });
+      expect(back.tabs[0].advanced).to.equal(false);
+      expect((await store.getTab(tab))?.newestId).to.equal(v2.id);
+
+      // Once batched, a voucher is not superseded: the update reports it, the successor is still stored.
+      await store.createBatch({ kind: "voucher", token: TOKEN, sender: SENDER, nonce: 0, itemIds: [v2.id] });
+      const v3 = voucher(400n);
+      const r3 = await store.write({
+        items: [v3],
+        tabs: [{ ...tab, newestId: v3.id, newestCumulative: 400n }],
+        updates: [{ id: v2.id, status: "superseded" }],
+      });
+      expect(r3.items[0].inserted).to.equal(true);
+      expect(r3.updates[0]).to.deep.equal({ id: v2.id, applied: false, status: "batched" });
+
+      const wrongTab = voucher(500n, { tabId: 8n });
+      const error = await rejection(
+        store.write({ items: [wrongTab], tabs: [{ ...tab, newestId: wrongTab.id, newestCumulative: 500n }] }),
+      );
+      expect(error.code).to.equal("INVALID_INPUT");
+    });
+  });
+
+  describe("reads", () => {
+    it("orders ready items by deadline, then device, then nonce, within one kind and token", async () => {
+      const store = await open();
+      const items = [
+        payment({ deadline: 300, device: DEVICE_A, nonce: 2n }),
+        payment({ deadline: 100, device: DEVICE_B, nonce: 9n }),
+        payment({ deadline: 200, device: DEVICE_B, nonce: 1n }),
+        payment({ deadline: 200, device: DEVICE_A, nonce: 10n }),
+        payment({ deadline: 200, device: DEVICE_A, nonce: 9n }), // 9 before 10: numbers, not text
+        payment({ deadline: 50, token: OTHER_TOKEN }),
+        voucher(5n, { deadline: 10 }),
+      ];
+      await store.write({ items });
+      const rejected = payment({ deadline: 1 });
+      await store.write({ items: [rejected] });
+      expect(await store.rejectItems([{ id: rejected.id, reason: "DeadlinePassed" }])).to.deep.equal([rejected.id]);
+
+      const ready = await store.readyItems({ kind: "payment", token: TOKEN, limit: 10 });
+      expect(ready.map((r) => [r.deadline, r.device, r.nonce])).to.deep.equal([
+        [100, DEVICE_B, 9n],
+        [200, DEVICE_A, 9n],
+        [200, DEVICE_A, 10n],
+        [200, DEVICE_B, 1n],
+        [300, DEVICE_A, 2n],
+      ]);
+      expect(await store.readyItems({ kind: "payment", token: TOKEN, limit: 2 })).to.have.length(2);
+      expect((await store.readyItems({ kind: "voucher", token: TOKEN, limit: 10 })).map((r) => r.id)).to.deep.equal([
+        items[6].id,
+      ]);
+    });
+
+    it("pages item lists newest first, filters them, and counts by status", async () => {
+      const store = await open();
+      const items = Array.from({ length: 7 }, (_, i) =>
+        payment({ acceptedAt: 1000 + Math.floor(i / 2), device: i % 3 === 0 ? DEVICE_B : DEVICE_A }),
+      );
+      await store.write({ items });
+      const seen: Hex[] = [];
+      let after: string | undefined;
+      do {
+        const page = await store.listItems({ limit: 3, after });
+        seen.push(...page.rows.map((r) => r.id));
+        after = page.next ?? undefined;
+      } while (after);
+      expect(seen).to.have.length(7);
+      expect(new Set(seen).size).to.equal(7);
+      const times = (await store.getItems(seen)).map((r) => r!.acceptedAt);
+      expect(times).to.deep.equal([...times].sort((a, b) => b - a));
+
+      const ofB = await store.listItems({ device: DEVICE_B, limit: 10 });
+      expect(ofB.rows.map((r) => r.id).sort()).to.deep.equal([items[0].id, items[3].id, items[6].id].sort());
+      expect(ofB.next).to.equal(null);
+
+      await store.rejectItems([{ id: items[1].id, reason: "ExceedsPeriodCap", message: "period cap" }]);
+      await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: [items[2].id] });
+      const counts = await store.countByStatus();
+      expect(counts.items).to.deep.include({ accepted: 5, batched: 1, rejected: 1, settled: 0 });
+      expect(counts.batches).to.deep.include({ created: 1, sent: 0 });
+      expect((await store.pendingItems()).map((r) => r.id).sort()).to.deep.equal(
+        items
+          .filter((_, i) => i !== 1)
+          .map((it) => it.id)
+          .sort(),
+      );
+      const [missing, found] = await store.getItems([rand32(), items[1].id]);
+      expect(missing).to.equal(null);
+      expect(found).to.deep.include({ status: "rejected", reason: "ExceedsPeriodCap", message: "period cap" });
+    });
+  });
+
+  describe("batches", () => {
+    async function seeded(n = 4) {
+      const store = await open();
+      const items = Array.from({ length: n }, () => payment());
+      await store.write({ items });
+      return { store, ids: items.map((it) => it.id) };
+    }
+    const attempt = (nonce: number, fee = 1n) => ({
+      hash: rand32(),
+      raw: `0x02${randomBytes(100).toString("hex")}` as Hex,
+      nonce,
+      maxFeePerGas: 30_000_000_000n * fee,
+      maxPriorityFeePerGas: 1_000_000_000n * fee,
+    });
+
+    it("creates a batch in one transaction and refuses an item that is already in a live batch", async () => {
+      const { store, ids } = await seeded();
+      const id = await store.createBatch({
+        kind: "payment",
+        token: TOKEN,
+        sender: SENDER,
+        nonce: 0,
+        itemIds: [ids[2], ids[0]],
+        gasEstimate: 123_456n,
+      });
+      const batch = await store.getBatch(id);
+      expect(batch).to.deep.include({ status: "created", itemCount: 2, nonce: 0, gasEstimate: 123_456n });
+      expect(batch!.itemIds).to.deep.equal([ids[2], ids[0]]);
+      expect(await store.getItem(ids[2])).to.deep.include({ status: "batched", batchId: id, position: 0 });
+      expect(await store.getItem(ids[0])).to.deep.include({ status: "batched", batchId: id, position: 1 });
+
+      const error = await rejection(
+        store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 1, itemIds: [ids[1], ids[0]] }),
+      );
+      expect(error.code).to.equal("CONFLICT");
+      expect(error.details.refused).to.deep.equal([{ id: ids[0], status: "batched" }]);
+      expect((await store.getItem(ids[1]))?.status).to.equal("accepted"); // nothing of the refused batch stays
+      expect((await store.listBatches({ limit: 10 })).rows).to.have.length(1);
+
+      const wrongToken = await rejection(
+        store.createBatch({ kind: "payment", token: OTHER_TOKEN, sender: SENDER, nonce: 1, itemIds: [ids[1]] }),
+      );
+      expect(wrongToken.code).to.equal("CONFLICT");
+      const unknown = await rejection(
+        store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 1, itemIds: [rand32()] }),
+      );
+      expect(unknown.details.refused).to.deep.equal([
+        { id: (unknown.details.refused as { id: Hex }[])[0].id, status: null },
+      ]);
+    });
+
+    it("gives each nonce to one live batch and hands out the next one", async () => {
+      const { store, ids } = await seeded();
+      expect(await store.nextNonce(SENDER)).to.equal(null);
+      const first = await store.createBatch({
+        kind: "payment",
+        token: TOKEN,
+        sender: SENDER,
+        nonce: 7,
+        itemIds: [ids[0]],
+      });
+      expect(await store.nextNonce(SENDER)).to.equal(8);
+      expect(await store.nextNonce(addr(0x5f))).to.equal(null);
+      const clash = await rejection(
+        store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 7, itemIds: [ids[1]] }),
+      );
+      expect(clash.code).to.equal("NONCE_IN_USE");
+      expect((await store.getItem(ids[1]))?.status).to.equal("accepted");
+      // A batch that failed before any broadcast gives its nonce back.
+      expect(await store.requeueBatch(first, { status: "failed", error: "simulation reverted" })).to.deep.equal([
+        ids[0],
+      ]);
+      expect(await store.nextNonce(SENDER)).to.equal(null);
+      const second = await store.createBatch({
+        kind: "payment",
+        token: TOKEN,
+        sender: SENDER,
+        nonce: 7,
+        itemIds: [ids[0]],
+      });
+      expect(second).to.be.greaterThan(first);
+    });
+
+    it("keeps every attempt of a batch, written before broadcast, and tracks the broadcast", async () => {
+      const { store, ids } = await seeded(2);
+      const id = await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 3, itemIds: ids });
+      const a1 = attempt(3);
+      const row = await store.addAttempt(id, a1);
+      expect(row).to.deep.include({ batchId: id, hash: a1.hash, broadcastAt: null, maxFeePerGas: a1.maxFeePerGas });
+      expect(await store.addAttempt(id, a1)).to.deep.equal(row); // recorded once
+      expect((await rejection(store.addAttempt(id, attempt(4)))).code).to.equal("INVALID_INPUT"); // wrong nonce
+      expect((await store.getBatch(id))?.status).to.equal("created"); // not broadcast yet
+
+      await store.markBroadcast(a1.hash);
+      expect(await store.getItem(ids[0])).to.deep.include({ status: "submitted", txHash: a1.hash });
+      const a2 = attempt(3, 2n); // a replacement at the same nonce
+      await store.addAttempt(id, a2);
+      await store.markBroadcast(a2.hash);
+
+      const open = await store.openBatches();
+      expect(open).to.have.length(1);
+      expect(open[0].status).to.equal("sent");
+      expect(open[0].attempts.map((a) => a.hash)).to.deep.equal([a1.hash, a2.hash]);
+      expect(open[0].attempts.every((a) => a.broadcastAt !== null)).to.equal(true);
+      expect(open[0].attempts[1].raw).to.equal(a2.raw);
+      expect((await store.getItem(ids[1]))?.txHash).to.equal(a2.hash);
+      expect((await rejection(store.markBroadcast(rand32()))).code).to.equal("NOT_FOUND");
+    });
+
+    it("settles items at confirmation, not when mined, and advances a settled voucher's tab", async () => {
+      const store = await open();
+      const [p1, p2] = [payment(), payment()];
+      const v = voucher(900n);
+      await store.write({ items: [p1, p2, v], tabs: [{ ...tab, newestId: v.id, newestCumulative: 900n }] });
+      const pb = await store.createBatch({
+        kind: "payment",
+        token: TOKEN,
+        sender: SENDER,
+        nonce: 0,
+        itemIds: [p1.id, p2.id],
+      });
+      const vb = await store.createBatch({ kind: "voucher", token: TOKEN, sender: SENDER, nonce: 1, itemIds: [v.id] });
+      const [pa, va] = [attempt(0), attempt(1)];
+      await store.addAttempt(pb, pa);
+      await store.addAttempt(vb, va);
+      await store.markBroadcast(pa.hash);
+      await store.markBroadcast(va.hash);
+
+      const mined = { blockNumber: 42, blockHash: rand32(), gasUsed: 80_000n };
+      const partial = await rejection(
+        store.markBatchMined(pb, { ...mined, txHash: pa.hash, items: [{ id: p1.id, status: "settled" }] }),
+      );
+      expect(partial.code).to.equal("INVALID_INPUT");
+      expect(partial.details.missing).to.deep.equal([p2.id]);
+      const foreign = await rejection(store.markBatchMined(pb, { ...mined, txHash: va.hash, items: [] }));
+      expect(foreign.code).to.equal("CONFLICT");
+
+      await store.markBatchMined(pb, {
+        ...mined,
+        txHash: pa.hash,
+        items: [
+          { id: p1.id, status: "settled" },
+          { id: p2.id, status: "rejected", reason: "InsufficientBalance" },
+        ],
+      });
+      await store.markBatchMined(vb, { ...mined, txHash: va.hash, items: [{ id: v.id, status: "settled" }] });
+      expect(await store.getItem(p1.id)).to.deep.include({ status: "submitted", outcome: "settled", blockNumber: 42 });
+      expect(await store.getItem(p2.id)).to.deep.include({ status: "submitted", outcome: "rejected" });
+      expect(await store.getBatch(pb)).to.deep.include({ status: "mined", txHash: pa.hash, gasUsed: 80_000n });
+      expect((await store.getTab(tab))?.settledCumulative).to.equal(0n);
+
+      await store.markBatchConfirmed(pb);
+      await store.markBatchConfirmed(vb);
+      expect(await store.getItem(p1.id)).to.deep.include({ status: "settled", batchId: pb, txHash: pa.hash });
+      expect(await store.getItem(p2.id)).to.deep.include({ status: "rejected", reason: "InsufficientBalance" });
+      expect((await store.getItem(v.id))?.status).to.equal("settled");
+      expect((await store.getTab(tab))?.settledCumulative).to.equal(900n);
+      expect(await store.openBatches()).to.deep.equal([]);
+      expect((await rejection(store.markBatchConfirmed(pb))).code).to.equal("CONFLICT");
+    });
+
+    it("puts a reverted or dropped batch's items back to accepted, keeping the batch's history", async () => {
+      const { store, ids } = await seeded(3);
+      const id = await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: ids });
+      const a = attempt(0);
+      await store.addAttempt(id, a);
+      await store.markBroadcast(a.hash);
+      const failed = await rejection(store.requeueBatch(id, { status: "failed" }));
+      expect(failed.message).to.match(/may still land/);
+
+      const receipt = { txHash: a.hash, blockNumber: 9, blockHash: rand32(), gasUsed: 50_000n };
+      expect(await store.requeueBatch(id, { status: "reverted", error: "out of gas", receipt })).to.deep.equal(ids);
+      for (const row of await store.getItems(ids)) {
+        expect(row).to.deep.include({ status: "accepted", batchId: null, position: null, txHash: null });
+      }
+      const batch = await store.getBatch(id);
+      expect(batch).to.deep.include({ status: "reverted", error: "out of gas", blockNumber: 9 });
+      expect(batch!.itemIds).to.deep.equal(ids);
+      expect(batch!.attempts.map((x) => x.hash)).to.deep.equal([a.hash]);
+
+      const again = await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 1, itemIds: ids });
+      expect((await store.listItems({ batchId: id, limit: 10 })).rows.map((r) => r.batchId)).to.deep.equal([
+        again,
+        again,
+        again,
+      ]);
+      expect((await rejection(store.requeueBatch(id, { status: "dropped" }))).code).to.equal("CONFLICT");
+    });
+
+    it("takes a mined batch back to sent when its block leaves the chain, then records the new block", async () => {
+      const { store, ids } = await seeded(1);
+      const id = await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: ids });
+      const a = attempt(0);
+      await store.addAttempt(id, a);
+      // Recovery: the transaction landed before its broadcast was recorded.
+      await store.markBatchMined(id, {
+        txHash: a.hash,
+        blockNumber: 10,
+        blockHash: rand32(),
+        gasUsed: 1n,
+        items: [{ id: ids[0], status: "settled" }],
+      });
+      expect((await store.getBatch(id))?.attempts[0].broadcastAt).to.be.a("number");
+      await store.unmineBatch(id);
+      expect(await store.getBatch(id)).to.deep.include({ status: "sent", blockNumber: null, txHash: null });
+      expect(await store.getItem(ids[0])).to.deep.include({ status: "submitted", outcome: null, blockNumber: null });
+      expect((await rejection(store.markBatchConfirmed(id))).code).to.equal("CONFLICT");
+      const blockHash = rand32();
+      await store.markBatchMined(id, {
+        txHash: a.hash,
+        blockNumber: 11,
+        blockHash,
+        gasUsed: 1n,
+        items: [{ id: ids[0], status: "settled" }],
+      });
+      await store.markBatchConfirmed(id);
+      expect(await store.getItem(ids[0])).to.deep.include({ status: "settled", blockNumber: 11, blockHash });
+    });
+
+    it("never puts an item in two open batches and only follows the state machines (random operations)", async function () {
+      this.timeout(120_000);
+      type Op =
+        | { op: "create"; items: number[] }
+        | { op: "attempt"; batch: number }
+        | { op: "unmine"; batch: number }
+        | { op: "confirm"; batch: number }
+        | { op: "mine"; batch: number; outcomes: boolean[] }
+        | { op: "requeue"; batch: number; status: "reverted" | "dropped" | "failed" }
+        | { op: "reject"; item: number };
+      const N = 6;
+      const recent = fc.nat(2);
+      const isOpenBatch = (status: BatchStatus) => (OPEN_BATCH_STATUSES as readonly string[]).includes(status);
+      const opArb: fc.Arbitrary<Op> = fc.oneof(
+        {
+          weight: 3,
+          arbitrary: fc.record({
+            op: fc.constant("create" as const),
+            items: fc.uniqueArray(fc.nat(N - 1), { minLength: 1, maxLength: 4 }),
+          }),
+        },
+        { weight: 3, arbitrary: fc.record({ op: fc.constant("attempt" as const), batch: recent }) },
+        {
+          weight: 3,
+          arbitrary: fc.record({
+            op: fc.constant("mine" as const),
+            batch: recent,
+            outcomes: fc.array(fc.boolean(), { minLength: N, maxLength: N }),
+          }),
+        },
+        { weight: 1, arbitrary: fc.record({ op: fc.constant("unmine" as const), batch: recent }) },
+        { weight: 2, arbitrary: fc.record({ op: fc.constant("confirm" as const), batch: recent }) },
+        {
+          weight: 2,
+          arbitrary: fc.record({
+            op: fc.constant("requeue" as const),
+            batch: recent,
+            status: fc.constantFrom("reverted" as const, "dropped" as const, "failed" as const),
+          }),
+        },
+        { weight: 1, arbitrary: fc.record({ op: fc.constant("reject" as const), item: fc.nat(N - 1) }) },
+      );
+      let run = 0;
+      const succeeded: Record<string, number> = {};
+      await fc.assert(
+        fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 40, size: "max" }), async (ops) => {
+          const store = await openSqliteStore({ path: join(dir, `property-${run++}.db`) });
+          try {
+            const items = Array.from({ length: N }, () => payment());
+            await store.write({ items });
+            const ids = items.map((it) => it.id);
+            type BatchSnap = { status: BatchStatus; itemIds: Hex[]; attempts: Hex[]; nonce: number };
+            type Snap = {
+              items: Map<Hex, { status: ItemStatus; batchId: number | null }>;
+              batches: Map<number, BatchSnap>;
+            };
+            const snapshot = async (): Promise<Snap> => {
+              const rows = await store.getItems(ids);
+              const batches = new Map<number, BatchSnap>();
+              for (const b of (await store.listBatches({ limit: 1000 })).rows) {
+                const d = (await store.getBatch(b.id))!;
+                batches.set(b.id, {
+                  status: d.status,
+                  itemIds: d.itemIds,
+                  attempts: d.attempts.map((a) => a.hash),
+                  nonce: d.nonce,
+                });
+              }
+              return { items: new Map(rows.map((r) => [r!.id, { status: r!.status, batchId: r!.batchId }])), batches };
+            };
+            let before = await snapshot();
+            for (const op of ops) {
+              // batch 0 and 1: the newest open batches (where the action is); 2: any batch, for refusals.
+              const all = [...before.batches.keys()];
+              const live = all.filter((id) => isOpenBatch(before.batches.get(id)!.status));
+              const pool = "batch" in op && op.batch < 2 && live.length > 0 ? live : all;
+              const pick = "batch" in op && pool.length > 0 ? pool[pool.length - 1 - (op.batch % pool.length)] : 1;
+              let refused = false;
+              try {
+                if (op.op === "create") {
+                  const chosen = op.items.map((i) => ids[i]);
+                  const nonce = (await store.nextNonce(SENDER)) ?? 0;
+                  const shouldWork = chosen.every((id) => before.items.get(id)!.status === "accepted");
+                  const error = await store
+                    .createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce, itemIds: chosen })
+                    .then(
+                      () => null,
+                      (e: unknown) => e,
+                    );
+                  const why =
+                    error === null ? "took an item that was not accepted" : `refused accepted items: ${error}`;
+                  expect(error === null, `createBatch ${why}`).to.equal(shouldWork);
+                  if (error !== null) throw error;
+                } else if (op.op === "attempt") {
+                  const a = attempt(before.batches.get(pick)?.nonce ?? 0);
+                  await store.addAttempt(pick, a);
+                  await store.markBroadcast(a.hash);
+                } else if (op.op === "mine") {
+                  const b = before.batches.get(pick);
+                  const held = ids.filter(
+                    (id) =>
+                      before.items.get(id)!.batchId === pick &&
+                      ["batched", "submitted"].includes(before.items.get(id)!.status),
+                  );
+                  await store.markBatchMined(pick, {
+                    txHash: b?.attempts.at(-1) ?? rand32(),
+                    blockNumber: 1,
+                    blockHash: rand32(),
+                    gasUsed: 1n,
+                    items: held.map((id, i) =>
+                      op.outcomes[i]
+                        ? { id, status: "settled" as const }
+                        : { id, status: "rejected" as const, reason: "NonceUsed" },
+                    ),
+                  });
+                } else if (op.op === "unmine") await store.unmineBatch(pick);
+                else if (op.op === "confirm") await store.markBatchConfirmed(pick);
+                else if (op.op === "requeue") await store.requeueBatch(pick, { status: op.status });
+                else await store.rejectItems([{ id: ids[op.item], reason: "DeadlinePassed" }]);
+              } catch (e) {
+                if (!(e instanceof StoreError)) throw e;
+                expect(["CONFLICT", "NOT_FOUND", "NONCE_IN_USE"]).to.include(e.code, e.message);
+                refused = true;
+              }
+              if (!refused) succeeded[op.op] = (succeeded[op.op] ?? 0) + 1;
+              const after = await snapshot();
+              if (refused) expect(after, `refused ${op.op} changed the store`).to.deep.equal(before);
+              const open = [...after.batches].filter(([, b]) => isOpenBatch(b.status));
+              for (const [id, item] of after.items) {
+                const holders = open.filter(([, b]) => b.itemIds.includes(id)).map(([bid]) => bid);
+                expect(holders.length, `item in batches ${holders}`).to.be.at.most(1);
+                const live = item.status === "batched" || item.status === "submitted";
+                expect(live ? [item.batchId] : [], `${item.status} item and its open batch`).to.deep.equal(holders);
+                if (item.status === "batched") expect(after.batches.get(item.batchId!)!.status).to.equal("created");
+                if (item.status === "submitted")
+                  expect(["sent", "mined"]).to.include(after.batches.get(item.batchId!)!.status);
+                const was = before.items.get(id)!.status;
+                if (was !== item.status)
+                  expect(ITEM_TRANSITIONS[was], `${was} → ${item.status}`).to.include(item.status);
+              }
+              for (const [id, b] of after.batches) {
+                const was = before.batches.get(id)?.status;
+                if (was === undefined) expect(b.status).to.equal("created");
+                else if (was !== b.status)
+                  expect(BATCH_TRANSITIONS[was], `batch ${was} → ${b.status}`).to.include(b.status);
+              }
+              before = after;
+            }
+          } finally {
+            await store.close();
+          }
+        }),
+        { numRuns: 50 },
+      );
+      // The runs reached every operation, not just the refusals.
+      for (const op of ["create", "attempt", "mine", "unmine", "confirm", "requeue", "reject"]) {
+        expect(succeeded[op] ?? 0, `successful ${op} operations`).to.be.greaterThan(0);
+      }
+    });
+  });
+
+  describe("cursors and owner messages", () => {
+    it("saves event-scan cursors", async () => {
+      const store = await open();
+      expect(await store.getCursor("settled-events")).to.equal(null);
+      const blockHash = rand32();
+      await store.setCursor("settled-events", { blockNumber: 100, blockHash });
+      await store.setCursor("settled-events", { blockNumber: 101, blockHash });
+      expect(await store.getCursor("settled-events")).to.deep.equal({ blockNumber: 101, blockHash });
+    });
+
+    it("stores an owner message once and moves it through its states", async () => {
+      const store = await open();
+      const message = {
+        id: rand32(),
+        kind: "onboarding" as const,
+        owner: OWNER,
+        body: JSON.stringify({ devices: [DEVICE_A] }),
+      };
+      expect((await store.insertOwnerMessage(message)).inserted).to.equal(true);
+      const again = await store.insertOwnerMessage(message);
+      expect(again.inserted).to.equal(false);
+      expect(again.message).to.deep.include({ status: "accepted", body: message.body });
+      expect((await store.openOwnerMessages()).map((m) => m.id)).to.deep.equal([message.id]);
+      const txHash = rand32();
+      await store.updateOwnerMessage(message.id, { status: "submitted", txHash });
+      const done = await store.updateOwnerMessage(message.id, { status: "confirmed" });
+      expect(done).to.deep.include({ status: "confirmed", txHash });
+      expect(await store.openOwnerMessages()).to.deep.equal([]);
+      expect((await rejection(store.updateOwnerMessage(message.id, { status: "submitted" }))).code).to.equal(
+        "CONFLICT",
+      );
+      expect((await rejection(store.insertOwnerMessage({ ...message, id: rand32(), body: "{nope" }))).code).to.equal(
+        "INVALID_INPUT",
+      );
+    });
+  });
+});
