@@ -1,0 +1,600 @@
+/**
+ * Batcher: turns accepted items into settlement transactions and follows each to its final state.
+ * A loop driven by a timer over the durable tables (never an in-memory job queue a crash forgets):
+ *
+ *   1. follow the chain: new blocks set the clock, MachinePay's events invalidate cached state,
+ *      a changed block hash (reorg) invalidates everything;
+ *   2. watch open batches: receipts → mined (outcomes from events) → confirmed at depth; a block
+ *      that left the chain puts its batch back to `sent`; a transaction stuck past a timeout is
+ *      replaced at the same nonce with higher fees; a reverted batch's items go back to the queue;
+ *   3. build new batches per kind and token, closed by count, age, gas, bytes and deadlines;
+ *      preview on `pending` drops what would be skipped; the batch row, its nonce and the signed
+ *      transaction are written before the broadcast.
+ *
+ * Nonces: never a free-running counter. A batch's nonce is fixed when its row is written, as
+ * max(chain nonce, highest open batch + 1); replacements keep it; on "nonce too low" the receipts
+ * of every attempt are asked for before anything is decided.
+ */
+import {
+  decodeMachinePayLog,
+  type Hex,
+  machinePayAbi,
+  packPayment,
+  packVoucher,
+  REASONS,
+} from "@machinepay/sdk";
+import { type Address, encodeFunctionData, keccak256, type PublicClient, type TransactionReceipt } from "viem";
+import type { PrivateKeyAccount } from "viem/accounts";
+import type { ChainClock } from "../chain/clock";
+import type { Rpc } from "../chain/rpc";
+import type { CachedChainState } from "../chain/state";
+import { entryOf, type Ingest } from "../ingest";
+import { tabKeyOf } from "../ingest/pending";
+import type { BatchDetail, ItemKind, ItemOutcome, ItemRow, Store } from "../store/types";
+
+export type BatcherConfig = {
+  maxItems: number;
+  maxAgeMs: number;
+  maxBytes: number;
+  maxGas: number;
+  pollMs: number;
+  /** Open (unconfirmed) batches at most; their nonces follow each other. */
+  maxInFlight: number;
+  confirmations: number;
+  replaceAfterMs: number;
+  feeBumpPercent: number;
+  tabs: { threshold: bigint; maxAgeMs: number; beforeDeadlineSeconds: number };
+  /** Seconds before an item's deadline at which it is batched whatever its batch's age. */
+  deadlineMarginSeconds: number;
+};
+
+export type BatcherEvents = {
+  batchCreated?(batch: { id: number; kind: ItemKind; size: number; nonce: number }): void;
+  batchMined?(batch: { id: number; size: number; gasUsed: bigint; settled: number; skipped: number }): void;
+  misprediction?(reason: string, count: number): void;
+  log?(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
+};
+
+export type BatcherOptions = {
+  store: Store;
+  rpc: Rpc;
+  client: PublicClient;
+  state: CachedChainState;
+  clock: ChainClock;
+  ingest: Pick<Ingest, "batched" | "requeued" | "finished" | "ledger">;
+  sender: PrivateKeyAccount;
+  contract: Address;
+  chainId: number;
+  feeRecipient: Address;
+  deploymentBlock: number;
+  config: BatcherConfig;
+  events?: BatcherEvents;
+};
+
+/** Gas the model allows per item and per batch: checked by eth_call at the gas limit before sending. */
+const GAS_BASE = 80_000;
+const GAS_PER = { payment: 30_000, voucher: 45_000 } as const;
+/** calldata bytes: selector + token + offset + feeRecipient + length, then 5 words per item. */
+const BYTES_FIXED = 4 + 32 * 4 + 200;
+const BYTES_PER_ITEM = 160;
+const REORG_REWIND = 64;
+const EVENTS_CURSOR = "events";
+
+export class Batcher {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  /** Passes (the loop's and settleNow's) run one at a time: one writer of batches and nonces. */
+  private lock: Promise<unknown> = Promise.resolve();
+  private stopping = false;
+  private force = false;
+  /** Last chain head seen, and the sender's balance (readiness). */
+  head = 0;
+  senderBalance: bigint | undefined;
+  lastError: string | undefined;
+
+  constructor(private readonly o: BatcherOptions) {}
+
+  start(): void {
+    const loop = async () => {
+      if (this.stopping) return;
+      this.running = this.tick().catch((e) => {
+        this.lastError = (e as Error).message;
+        this.log("error", "batcher tick failed; retrying", { error: (e as Error).message });
+      });
+      await this.running;
+      if (!this.stopping) this.timer = setTimeout(loop, this.o.config.pollMs);
+    };
+    this.timer = setTimeout(loop, 0);
+  }
+
+  /** Stop building batches; wait for the current pass, then (up to `drainMs`) for open batches to be mined. */
+  async stop(drainMs = 10_000): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+    const until = Date.now() + drainMs;
+    while (Date.now() < until) {
+      const open = await this.o.store.openBatches();
+      if (open.every((b) => b.status === "mined")) break;
+      await this.exclusive(async () => {
+        await this.followChain();
+        await this.watch(open);
+      });
+      await new Promise((r) => setTimeout(r, this.o.config.pollMs));
+    }
+  }
+
+  /** Build batches now from everything accepted, whatever their age (admin `POST /v1/settle`). */
+  async settleNow(): Promise<{ batches: number[] }> {
+    return this.exclusive(async () => {
+      this.force = true;
+      try {
+        await this.followChain();
+        return { batches: await this.build() };
+      } finally {
+        this.force = false;
+      }
+    });
+  }
+
+  /** One pass of the loop (exposed for tests). */
+  tick(): Promise<void> {
+    return this.exclusive(async () => {
+      await this.followChain();
+      await this.watch(await this.o.store.openBatches());
+      if (!this.stopping) await this.build();
+    });
+  }
+
+  /** After a restart: items of batches already mined are on chain; the ledger must not count them. */
+  async recover(): Promise<void> {
+    for (const b of await this.o.store.openBatches()) if (b.status === "mined") this.o.ingest.finished(b.itemIds);
+  }
+
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => undefined);
+    return run;
+  }
+
+  // ---- 1. the chain ------------------------------------------------------------------------------
+
+  private async followChain(): Promise<void> {
+    const { client, store, state, contract } = this.o;
+    const block = await client.getBlock({ blockTag: "latest" });
+    this.head = Number(block.number);
+    this.o.clock.observe(block.timestamp);
+    this.senderBalance = await client.getBalance({ address: this.o.sender.address });
+    let cursor = await store.getCursor(EVENTS_CURSOR);
+    if (cursor?.blockHash) {
+      const seen = await client.getBlock({ blockNumber: BigInt(cursor.blockNumber) }).catch(() => undefined);
+      if (!seen || seen.hash !== cursor.blockHash) {
+        this.log("warn", "reorg: the events cursor's block left the chain; re-reading recent events", {
+          block: cursor.blockNumber,
+        });
+        state.invalidateAll();
+        const back = Math.max(this.o.deploymentBlock - 1, cursor.blockNumber - REORG_REWIND);
+        cursor = { blockNumber: back, blockHash: null };
+      }
+    }
+    let from = (cursor?.blockNumber ?? this.o.deploymentBlock - 1) + 1;
+    while (from <= this.head) {
+      const to = Math.min(this.head, from + 1999);
+      const logs = await client.getLogs({ address: contract, fromBlock: BigInt(from), toBlock: BigInt(to) });
+      for (const log of logs) this.invalidateFor(log);
+      const end = to === this.head ? block : await client.getBlock({ blockNumber: BigInt(to) });
+      await store.setCursor(EVENTS_CURSOR, { blockNumber: to, blockHash: end.hash });
+      from = to + 1;
+    }
+  }
+
+  private invalidateFor(log: { data: Hex; topics: Hex[] }): void {
+    const e = decodeMachinePayLog(log as never);
+    if (!e) return;
+    const s = this.o.state;
+    const a = (e as { args?: Record<string, unknown> }).args ?? (e as unknown as Record<string, unknown>);
+    switch (e.eventName) {
+      case "DeviceAssigned":
+      case "DevicePausedSet":
+      case "DeviceRevokedForever":
+      case "PaymentSettled":
+      case "VoucherSettled":
+      case "TabClosing":
+        s.invalidateDevice(a.device as Address);
+        if (e.eventName === "PaymentSettled" || e.eventName === "VoucherSettled") s.invalidateBalances();
+        break;
+      case "PolicySet":
+      case "PolicyPausedSet":
+      case "PayeesSet":
+        s.invalidatePolicy(Number(a.policyId));
+        break;
+      case "OwnerFrozen":
+        s.invalidateOwner(a.owner as Address);
+        break;
+      case "Deposited":
+      case "Withdrawn":
+        s.invalidateOwner(a.account as Address);
+        break;
+      case "WithdrawalAnnounced":
+      case "WithdrawalCancelled":
+        s.invalidateOwner(a.owner as Address);
+        break;
+      case "BatchSettled":
+        s.invalidateBalances(a.token as Address);
+        break;
+    }
+  }
+
+  // ---- 2. open batches ---------------------------------------------------------------------------
+
+  private async watch(open: BatchDetail[]): Promise<void> {
+    for (const batch of open) {
+      try {
+        if (batch.status === "mined") await this.confirm(batch);
+        else await this.follow(batch);
+      } catch (e) {
+        this.log("warn", "could not follow a batch this pass; will retry", { batch: batch.id, error: (e as Error).message });
+      }
+    }
+  }
+
+  /** A created or sent batch: find its receipt, or (re)broadcast, or replace it. */
+  private async follow(batch: BatchDetail): Promise<void> {
+    const { rpc, store } = this.o;
+    for (const attempt of [...batch.attempts].reverse()) {
+      const receipt = await rpc.receipt(attempt.hash);
+      if (receipt) return this.mined(batch, receipt);
+    }
+    if (batch.attempts.length === 0) {
+      // Crashed between writing the batch and signing it: nothing was broadcast, sign it now.
+      const items = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
+      await this.sendAttempt(batch, items, await rpc.fees());
+      return;
+    }
+    const last = batch.attempts[batch.attempts.length - 1];
+    const chainNonce = await rpc.nonce(this.o.sender.address, "latest");
+    if (chainNonce > batch.nonce) {
+      // The nonce is used but none of our hashes has a receipt yet: ask again next pass; only when
+      // that stays so for long (another signer used our key?) is the batch given up as dropped.
+      if (Date.now() - last.createdAt > this.o.config.replaceAfterMs * 4) {
+        this.log("error", "batch nonce used by a transaction that is not ours; requeueing its items", {
+          batch: batch.id,
+          nonce: batch.nonce,
+        });
+        const ids = await store.requeueBatch(batch.id, { status: "dropped", error: "nonce used by another transaction" });
+        this.o.ingest.requeued(ids);
+      }
+      return;
+    }
+    if (last.broadcastAt === null || batch.status === "created") {
+      await this.broadcast(batch, last.hash, last.raw);
+      return;
+    }
+    if (Date.now() - last.createdAt > this.o.config.replaceAfterMs) {
+      const bump = (v: bigint) => (v * BigInt(100 + this.o.config.feeBumpPercent) + 99n) / 100n;
+      const fresh = await rpc.fees();
+      const fees = {
+        maxFeePerGas: max(bump(last.maxFeePerGas), fresh.maxFeePerGas),
+        maxPriorityFeePerGas: max(bump(last.maxPriorityFeePerGas), fresh.maxPriorityFeePerGas),
+      };
+      this.log("warn", "batch stuck; replacing it at the same nonce with higher fees", {
+        batch: batch.id,
+        nonce: batch.nonce,
+        maxFeePerGas: fees.maxFeePerGas.toString(),
+      });
+      const items = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
+      await this.sendAttempt(batch, items, fees);
+    } else {
+      // Re-broadcasting the same bytes is harmless and heals a node that lost the transaction.
+      await this.broadcast(batch, last.hash, last.raw);
+    }
+  }
+
+  private async broadcast(batch: { id: number }, hash: Hex, raw: Hex): Promise<void> {
+    const outcome = await this.o.rpc.broadcast(raw);
+    switch (outcome.kind) {
+      case "sent":
+      case "known":
+        await this.o.store.markBroadcast(hash);
+        return;
+      case "nonceTooLow":
+        // One of our attempts may have landed: receipts decide, next pass.
+        return;
+      case "underpriced":
+        this.log("warn", "replacement underpriced; will bump again", { batch: batch.id });
+        return;
+      case "insufficientFunds":
+        this.lastError = `sender ${this.o.sender.address} cannot pay for gas: fund it`;
+        this.log("error", this.lastError, { batch: batch.id });
+        return;
+      case "unknown":
+        // It may be out or not: keep the row, re-broadcast the same bytes next pass.
+        this.log("warn", "broadcast failed; will re-broadcast the same transaction", {
+          batch: batch.id,
+          error: outcome.message,
+        });
+    }
+  }
+
+  /** Sign the batch's transaction at its nonce, write it, then broadcast it. */
+  private async sendAttempt(
+    batch: { id: number; kind: ItemKind; token: Hex; nonce: number },
+    items: ItemRow[],
+    fees: { maxFeePerGas: bigint; maxPriorityFeePerGas: bigint },
+  ): Promise<void> {
+    const data = this.calldata(batch.kind, batch.token, items);
+    const gas = BigInt(Math.min(this.o.config.maxGas, GAS_BASE + GAS_PER[batch.kind] * items.length));
+    const raw = await this.o.sender.signTransaction({
+      chainId: this.o.chainId,
+      type: "eip1559",
+      to: this.o.contract,
+      data,
+      gas,
+      nonce: batch.nonce,
+      ...fees,
+    });
+    const hash = keccak256(raw);
+    await this.o.store.addAttempt(batch.id, { hash, raw, nonce: batch.nonce, ...fees });
+    await this.broadcast(batch, hash, raw);
+  }
+
+  /** A receipt was found for one of the batch's attempts. */
+  private async mined(batch: BatchDetail, receipt: TransactionReceipt): Promise<void> {
+    const { store, ingest } = this.o;
+    if (receipt.status !== "success") {
+      const ids = await store.requeueBatch(batch.id, {
+        status: "reverted",
+        error: "the settlement transaction reverted",
+        receipt: {
+          txHash: receipt.transactionHash,
+          blockNumber: Number(receipt.blockNumber),
+          blockHash: receipt.blockHash,
+          gasUsed: receipt.gasUsed,
+        },
+      });
+      this.log("warn", "batch reverted; its items go back to the queue and are checked again", { batch: batch.id });
+      ingest.requeued(ids);
+      this.invalidateItems(await store.getItems(ids));
+      return;
+    }
+    const outcomes = this.outcomes(batch, receipt);
+    await store.markBatchMined(batch.id, {
+      txHash: receipt.transactionHash,
+      blockNumber: Number(receipt.blockNumber),
+      blockHash: receipt.blockHash,
+      gasUsed: receipt.gasUsed,
+      items: outcomes,
+    });
+    // The chain now holds these spends: the ledger stops counting them, the cache re-reads.
+    ingest.finished(batch.itemIds);
+    this.invalidateItems(await store.getItems(batch.itemIds));
+    const skipped = outcomes.filter((o) => o.status === "rejected");
+    for (const s of skipped) this.o.events?.misprediction?.(s.reason ?? "unknown", 1);
+    this.o.events?.batchMined?.({
+      id: batch.id,
+      size: batch.itemIds.length,
+      gasUsed: receipt.gasUsed,
+      settled: outcomes.length - skipped.length,
+      skipped: skipped.length,
+    });
+  }
+
+  /** Each item's outcome from the receipt's events: skipped by index, the rest settled. */
+  private outcomes(batch: BatchDetail, receipt: TransactionReceipt): ItemOutcome[] {
+    const skipped = new Map<number, string>();
+    let settled = 0;
+    for (const log of receipt.logs) {
+      if (log.address.toLowerCase() !== this.o.contract.toLowerCase()) continue;
+      const e = decodeMachinePayLog(log as never);
+      if (!e) continue;
+      if (e.eventName === "PaymentSkipped" || e.eventName === "VoucherSkipped") {
+        const s = e as { index: number; reason: string };
+        skipped.set(s.index, s.reason);
+      } else if (e.eventName === "PaymentSettled" || e.eventName === "VoucherSettled") settled++;
+    }
+    if (settled + skipped.size !== batch.itemIds.length) {
+      throw new Error(
+        `batch ${batch.id}: the receipt settles ${settled} and skips ${skipped.size} of ${batch.itemIds.length} items`,
+      );
+    }
+    return batch.itemIds.map((id, i) =>
+      skipped.has(i)
+        ? { id, status: "rejected" as const, reason: skipped.get(i), message: "skipped by the contract at settlement" }
+        : { id, status: "settled" as const },
+    );
+  }
+
+  /** A mined batch: confirmed at depth, or back to `sent` if its block left the chain. */
+  private async confirm(batch: BatchDetail): Promise<void> {
+    const { client, store, ingest } = this.o;
+    const at = await client.getBlock({ blockNumber: BigInt(batch.blockNumber!) }).catch(() => undefined);
+    if (!at || at.hash !== batch.blockHash) {
+      this.log("warn", "reorg: a batch's block left the chain; its items count as pending again", {
+        batch: batch.id,
+        block: batch.blockNumber,
+      });
+      await store.unmineBatch(batch.id);
+      const rows = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
+      for (const row of rows) if (!ingest.ledger.has(row.id)) ingest.ledger.add(entryOf(row, true));
+      this.o.state.invalidateAll();
+      return;
+    }
+    if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) {
+      await store.markBatchConfirmed(batch.id);
+      // Also after a restart, when the ledger was rebuilt with this batch's items still submitted.
+      ingest.finished(batch.itemIds);
+    }
+  }
+
+  private invalidateItems(rows: (ItemRow | null)[]): void {
+    for (const r of rows) {
+      if (!r) continue;
+      this.o.state.invalidateDevice(r.device as Address);
+      this.o.state.invalidateOwner(r.owner as Address);
+    }
+    this.o.state.invalidateBalances();
+  }
+
+  // ---- 3. new batches ----------------------------------------------------------------------------
+
+  private async build(): Promise<number[]> {
+    const created: number[] = [];
+    const open = await this.o.store.openBatches();
+    let inFlight = open.filter((b) => b.status !== "mined").length;
+    for (const { kind, token } of this.due()) {
+      while (inFlight < this.o.config.maxInFlight) {
+        const id = await this.buildOne(kind, token, open);
+        if (id === undefined) break;
+        created.push(id);
+        inFlight++;
+        open.push((await this.o.store.getBatch(id))!);
+      }
+    }
+    return created;
+  }
+
+  /** Kinds and tokens with items that must go now (count, age, deadline, tab threshold). */
+  private due(): { kind: ItemKind; token: Hex }[] {
+    const now = Date.now();
+    const chainNow = this.o.clock.now();
+    const c = this.o.config;
+    const groups = new Map<string, { kind: ItemKind; token: Hex; count: number; due: boolean }>();
+    for (const e of this.o.ingest.ledger.entries()) {
+      if (e.inFlight) continue;
+      const key = `${e.kind}:${e.token}`;
+      let g = groups.get(key);
+      if (!g) {
+        g = { kind: e.kind, token: e.token as Hex, count: 0, due: this.force };
+        groups.set(key, g);
+      }
+      g.count++;
+      if (g.due) continue;
+      if (e.kind === "payment") {
+        g.due = now - e.acceptedAt >= c.maxAgeMs || e.deadline - chainNow <= BigInt(c.deadlineMarginSeconds);
+      } else {
+        g.due =
+          now - e.acceptedAt >= c.tabs.maxAgeMs ||
+          e.spend >= c.tabs.threshold ||
+          e.deadline - chainNow <= BigInt(c.tabs.beforeDeadlineSeconds);
+      }
+    }
+    return [...groups.values()].filter((g) => g.due || g.count >= c.maxItems);
+  }
+
+  private async buildOne(kind: ItemKind, token: Hex, open: BatchDetail[]): Promise<number | undefined> {
+    const { store, ingest, config } = this.o;
+    const byBytes = Math.floor((config.maxBytes - BYTES_FIXED) / BYTES_PER_ITEM);
+    const byGas = Math.floor((config.maxGas - GAS_BASE) / GAS_PER[kind]);
+    const limit = Math.max(1, Math.min(config.maxItems, byBytes, byGas));
+    let rows = await store.readyItems({ kind, token, limit: limit * 2 });
+    if (kind === "voucher") {
+      // One voucher per tab in flight: a newer one waits until the tab's batch is mined.
+      rows = rows.filter((r) => ingest.ledger.tab(tabOf(r)).inFlightCumulative === undefined);
+    }
+    rows = rows.slice(0, limit);
+    if (rows.length === 0) return undefined;
+    // By payee (settle writes each payee's credits once), a device's payments in nonce order.
+    rows.sort(
+      (a, b) =>
+        cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n)),
+    );
+    rows = await this.dropWhatWouldBeSkipped(kind, token, rows);
+    if (rows.length === 0) return undefined;
+    const chainNonce = await this.o.rpc.nonce(this.o.sender.address, "latest");
+    const highestOpen = open.reduce((m, b) => Math.max(m, b.nonce), -1);
+    const nonce = Math.max(chainNonce, highestOpen + 1);
+    const gasEstimate = BigInt(GAS_BASE + GAS_PER[kind] * rows.length);
+    const id = await store.createBatch({
+      kind,
+      token,
+      sender: this.o.sender.address.toLowerCase() as Hex,
+      nonce,
+      itemIds: rows.map((r) => r.id),
+      gasEstimate,
+    });
+    ingest.batched(rows.map((r) => r.id));
+    this.o.events?.batchCreated?.({ id, kind, size: rows.length, nonce });
+    this.log("info", "batch created", { batch: id, kind, items: rows.length, nonce });
+    await this.sendAttempt({ id, kind, token, nonce }, rows, await this.o.rpc.fees());
+    return id;
+  }
+
+  /** Preview on `pending` at the gas limit; items it would skip are rejected here (mispredictions). */
+  private async dropWhatWouldBeSkipped(kind: ItemKind, token: Hex, rows: ItemRow[]): Promise<ItemRow[]> {
+    const { client, store, ingest } = this.o;
+    for (;;) {
+      const gas = BigInt(Math.min(this.o.config.maxGas, GAS_BASE + GAS_PER[kind] * rows.length));
+      let reasons: readonly number[];
+      try {
+        const { result } = await client.simulateContract({
+          address: this.o.contract,
+          abi: machinePayAbi,
+          functionName: kind === "payment" ? "preview" : "previewVouchers",
+          args: [token, rows.map((r) => packed(kind, r)), this.o.feeRecipient] as never,
+          account: this.o.sender.address,
+          gas,
+          blockTag: "pending",
+        });
+        reasons = (result as unknown as [readonly number[], readonly Address[]])[0];
+      } catch (e) {
+        if (rows.length > 1 && /gas/i.test((e as Error).message)) {
+          rows = rows.slice(0, Math.ceil(rows.length / 2));
+          continue;
+        }
+        throw e;
+      }
+      const bad = rows.filter((_, i) => reasons[i] !== 0);
+      if (bad.length === 0) return rows;
+      const rejected = await store.rejectItems(
+        bad.map((r) => ({
+          id: r.id,
+          reason: REASONS[reasons[rows.indexOf(r)]],
+          message: "the contract's preview refused it before sending: chain state changed since it was accepted",
+        })),
+      );
+      ingest.finished(rejected);
+      for (const r of bad) this.o.events?.misprediction?.(REASONS[reasons[rows.indexOf(r)]], 1);
+      this.log("warn", "preview refused items that ingest had accepted", { kind, count: bad.length });
+      return rows.filter((_, i) => reasons[i] === 0);
+    }
+  }
+
+  private calldata(kind: ItemKind, token: Hex, rows: ItemRow[]): Hex {
+    return encodeFunctionData({
+      abi: machinePayAbi,
+      functionName: kind === "payment" ? "settle" : "settleVouchers",
+      args: [token, rows.map((r) => packed(kind, r)), this.o.feeRecipient] as never,
+    });
+  }
+
+  private log(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
+    this.o.events?.log?.(level, msg, fields);
+  }
+}
+
+function packed(kind: ItemKind, r: ItemRow) {
+  if (kind === "payment") {
+    return packPayment(
+      {
+        payee: r.payee,
+        token: r.token,
+        amount: r.amount,
+        nonce: r.nonce!,
+        deadline: BigInt(r.deadline),
+        maxFee: r.maxFee,
+        ref: r.ref!,
+      },
+      r.signature,
+      r.fee,
+    );
+  }
+  return packVoucher(
+    { payee: r.payee, token: r.token, tabId: r.tabId!, cumulative: r.amount, deadline: BigInt(r.deadline), maxFee: r.maxFee },
+    r.signature,
+    r.fee,
+  );
+}
+
+const tabOf = (r: ItemRow) => tabKeyOf(r.device, r.payee, r.token, r.tabId!);
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+const max = (a: bigint, b: bigint) => (a > b ? a : b);

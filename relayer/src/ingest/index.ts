@@ -1,0 +1,296 @@
+/**
+ * Ingest: verify → admit (contract rules against chain state plus what is pending) → durable
+ * write → answer. Takes decoded items, never HTTP requests, so HTTP, MQTT and HTTP-402 transports
+ * all feed the same path. An item is answered `accepted` only after its row is committed.
+ * Idempotent: an item is its EIP-712 digest; the same item again (concurrently, or after a
+ * restart) gets the same id and its current status.
+ */
+import type { Address, Hex } from "@machinepay/sdk";
+import type { ChainState } from "../chain/state";
+import type { ChainClock } from "../chain/clock";
+import type { ItemRow, NewItem, Store } from "../store/types";
+import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
+import { type Candidate, decide, gatherSnapshot } from "./rules";
+import type { Verifier, VerifyItem } from "./verify";
+
+export type ItemStatusName = "accepted" | "batched" | "submitted" | "settled" | "rejected" | "superseded" | "stale";
+
+/** One item's answer. `id` is absent only when the item could not be hashed (malformed fields). */
+export type IngestResult = {
+  id?: Hex;
+  kind: "payment" | "voucher";
+  status: ItemStatusName;
+  /** When rejected or stale: a contract reason name or a relayer code, and what to do. */
+  reason?: string;
+  message?: string;
+  field?: string;
+  /** Stale vouchers: the tab's newest cumulative (decimal string). */
+  newest?: string;
+  /** True when the answer is about an item the relayer already had. */
+  duplicate?: boolean;
+};
+
+export class IngestUnavailableError extends Error {
+  readonly code = "STORE_UNAVAILABLE";
+  constructor(cause: unknown) {
+    super(`the relayer could not store the items durably (${(cause as Error)?.message ?? cause}); nothing was accepted, retry`);
+    this.name = "IngestUnavailableError";
+  }
+}
+
+export type IngestOptions = {
+  verifier: Verifier;
+  chain: ChainState;
+  store: Store;
+  clock: ChainClock;
+  /** Seconds an accepted item may take to land; deadlines closer than this are refused. */
+  deadlineMarginSeconds: number;
+  /** Fee the relayer charges per item (capped at each item's maxFee). */
+  fee: bigint;
+  /** Called for each decision (metrics). */
+  onDecision?: (kind: "payment" | "voucher", status: ItemStatusName, reason?: string) => void;
+};
+
+const statusOf = (row: ItemRow): ItemStatusName => row.status;
+
+export class Ingest {
+  readonly ledger = new PendingLedger();
+  private readonly inflight = new Map<Hex, Promise<IngestResult>>();
+
+  private constructor(private readonly o: IngestOptions) {}
+
+  /** Build ingest with its pending ledger rebuilt from the store. */
+  static async open(o: IngestOptions): Promise<Ingest> {
+    const ingest = new Ingest(o);
+    for (const row of await o.store.pendingItems()) ingest.ledger.add(entryOf(row, row.status !== "accepted"));
+    return ingest;
+  }
+
+  /** Verify, admit and durably store `items`; results in the same order. */
+  async submit(items: readonly VerifyItem[]): Promise<IngestResult[]> {
+    const results: (IngestResult | Promise<IngestResult> | undefined)[] = new Array(items.length);
+    const fresh: { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address }[] = [];
+    const seen = new Map<Hex, number>();
+    for (let i = 0; i < items.length; i++) {
+      const item = items[i];
+      const kind = item?.kind === "voucher" ? "voucher" : "payment";
+      const v = this.o.verifier.verify(item);
+      if (!v.ok) {
+        results[i] = { kind, status: "rejected", reason: v.code, message: v.message, field: v.field };
+        this.o.onDecision?.(kind, "rejected", v.code);
+        continue;
+      }
+      const first = seen.get(v.digest);
+      const running = this.inflight.get(v.digest);
+      if (first !== undefined) results[i] = { index: first } as never; // resolved below
+      else if (running) results[i] = running.then((r) => ({ ...r, duplicate: true }));
+      else {
+        seen.set(v.digest, i);
+        fresh.push({ index: i, id: v.digest, item, r: v.r, vs: v.vs, device: v.device });
+      }
+    }
+    if (fresh.length > 0) {
+      const work = this.admit(fresh);
+      for (const f of fresh) {
+        const p = work.then((r) => r.get(f.id)!);
+        this.inflight.set(f.id, p);
+        results[f.index] = p;
+      }
+      try {
+        await work;
+      } finally {
+        for (const f of fresh) this.inflight.delete(f.id);
+      }
+    }
+    const out = await Promise.all(results.map((r) => r as IngestResult | Promise<IngestResult>));
+    // Repeats inside one request answer like their first occurrence.
+    return out.map((r, i) => {
+      const ref = (results[i] as { index?: number } | undefined)?.index;
+      return ref !== undefined && ref !== i && typeof ref === "number" ? { ...out[ref], duplicate: true } : r;
+    });
+  }
+
+  private async admit(
+    fresh: { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address }[],
+  ): Promise<Map<Hex, IngestResult>> {
+    const out = new Map<Hex, IngestResult>();
+    const known = await this.o.store.getItems(fresh.map((f) => f.id));
+    const todo: { f: (typeof fresh)[number]; c: Candidate }[] = [];
+    fresh.forEach((f, i) => {
+      const row = known[i];
+      const kind = f.item.kind;
+      if (row) out.set(f.id, { id: f.id, kind, status: statusOf(row), reason: row.reason ?? undefined, duplicate: true });
+      else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
+    });
+    // Reads first (cached, concurrent), then every decision in one synchronous pass.
+    const snapshots = await Promise.all(todo.map(({ c }) => gatherSnapshot(this.o.chain, c)));
+    const now = this.o.clock.now();
+    const margin = BigInt(this.o.deadlineMarginSeconds);
+    const window = { now, landBy: now + margin, deadlineMargin: margin };
+    const accepted: { entry: PendingEntry; row: NewItem; supersedes?: PendingEntry }[] = [];
+    todo.forEach(({ f, c }, i) => {
+      const verdict = decide(c, snapshots[i], this.ledger, window);
+      if (!verdict.ok) {
+        const stale = verdict.reason === "VoucherStale";
+        out.set(f.id, {
+          id: f.id,
+          kind: c.kind,
+          status: stale ? "stale" : "rejected",
+          reason: verdict.reason,
+          message: verdict.message,
+          newest: verdict.newest?.toString(),
+        });
+        this.o.onDecision?.(c.kind, stale ? "stale" : "rejected", verdict.reason);
+        return;
+      }
+      const entry: PendingEntry = {
+        id: f.id,
+        kind: c.kind,
+        device: c.device,
+        owner: verdict.owner,
+        token: c.token,
+        spend: verdict.spend,
+        nonce: c.nonce,
+        tab: c.kind === "voucher" ? tabKeyOf(c.device, c.payee, c.token, c.tabId!) : undefined,
+        cumulative: c.kind === "voucher" ? c.amount : undefined,
+        inFlight: false,
+        acceptedAt: Date.now(),
+        deadline: c.deadline,
+      };
+      if (verdict.supersedes) this.ledger.remove(verdict.supersedes.id);
+      this.ledger.add(entry);
+      accepted.push({ entry, row: rowOf(f, c, verdict.owner, verdict.policyId, verdict.spend), supersedes: verdict.supersedes });
+    });
+    if (accepted.length === 0) return out;
+    try {
+      const result = await this.o.store.write({
+        items: accepted.map((a) => a.row),
+        tabs: accepted
+          .filter((a) => a.entry.kind === "voucher")
+          .map((a) => ({
+            device: a.row.device,
+            payee: a.row.payee,
+            token: a.row.token,
+            tabId: a.row.tabId!,
+            newestId: a.row.id,
+            newestCumulative: a.row.amount,
+          })),
+        updates: accepted.filter((a) => a.supersedes).map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
+      });
+      // A voucher the batcher took between our decision and this commit was not superseded: it is
+      // in flight, and its successor pays only what it adds on top of it.
+      for (const u of result.updates) {
+        if (u.applied || (u.status !== "batched" && u.status !== "submitted")) continue;
+        const a = accepted.find((x) => x.supersedes?.id === u.id)!;
+        this.ledger.add({ ...a.supersedes!, inFlight: true });
+        this.ledger.remove(a.entry.id);
+        const fee = a.row.fee;
+        this.ledger.add({ ...a.entry, spend: a.row.amount - a.supersedes!.cumulative! + fee });
+      }
+    } catch (e) {
+      for (const a of accepted) {
+        this.ledger.remove(a.entry.id);
+        if (a.supersedes) this.ledger.add(a.supersedes);
+      }
+      throw new IngestUnavailableError(e);
+    }
+    for (const a of accepted) {
+      out.set(a.entry.id, { id: a.entry.id, kind: a.entry.kind, status: "accepted" });
+      this.o.onDecision?.(a.entry.kind, "accepted");
+    }
+    return out;
+  }
+
+  // --- what the batcher reports, so the ledger follows the store ------------------------------
+
+  /** Items went into a batch. */
+  batched(ids: readonly Hex[]): void {
+    for (const id of ids) this.ledger.setInFlight(id, true);
+  }
+
+  /** Items came back to `accepted` (a batch reverted, was dropped or reorged out). */
+  requeued(ids: readonly Hex[]): void {
+    for (const id of ids) this.ledger.setInFlight(id, false);
+  }
+
+  /** Items settled or were rejected on chain (or by the batcher): their reservations end. */
+  finished(ids: readonly Hex[]): void {
+    for (const id of ids) this.ledger.remove(id);
+  }
+}
+
+function candidateOf(item: VerifyItem, device: Address, relayerFee: bigint): Candidate {
+  if (item.kind === "payment") {
+    const p = item.payment;
+    return {
+      kind: "payment",
+      device,
+      payee: p.payee.toLowerCase() as Address,
+      token: p.token.toLowerCase() as Address,
+      amount: p.amount,
+      nonce: p.nonce,
+      deadline: p.deadline,
+      maxFee: p.maxFee,
+      fee: relayerFee < p.maxFee ? relayerFee : p.maxFee,
+    };
+  }
+  const v = item.voucher;
+  return {
+    kind: "voucher",
+    device,
+    payee: v.payee.toLowerCase() as Address,
+    token: v.token.toLowerCase() as Address,
+    amount: v.cumulative,
+    tabId: v.tabId,
+    deadline: v.deadline,
+    maxFee: v.maxFee,
+    fee: relayerFee < v.maxFee ? relayerFee : v.maxFee,
+  };
+}
+
+function rowOf(
+  f: { id: Hex; item: VerifyItem; r: Hex; vs: Hex },
+  c: Candidate,
+  owner: Address,
+  policyId: number,
+  spend: bigint,
+): NewItem {
+  return {
+    id: f.id,
+    kind: c.kind,
+    device: c.device,
+    owner,
+    policyId,
+    payee: c.payee,
+    token: c.token,
+    amount: c.amount,
+    nonce: c.kind === "payment" ? c.nonce! : null,
+    tabId: c.kind === "voucher" ? c.tabId! : null,
+    deadline: Number(c.deadline),
+    maxFee: c.maxFee,
+    fee: c.fee,
+    ref: f.item.kind === "payment" ? (f.item.payment.ref.toLowerCase() as Hex) : null,
+    signature: f.item.signature.toLowerCase() as Hex,
+    r: f.r,
+    vs: f.vs,
+    spend,
+  };
+}
+
+/** A stored pending item as the ledger counts it. */
+export function entryOf(row: ItemRow, inFlight: boolean): PendingEntry {
+  return {
+    id: row.id,
+    kind: row.kind,
+    device: row.device,
+    owner: row.owner,
+    token: row.token,
+    spend: row.spend,
+    nonce: row.nonce ?? undefined,
+    tab: row.kind === "voucher" ? tabKeyOf(row.device, row.payee, row.token, row.tabId!) : undefined,
+    cumulative: row.kind === "voucher" ? row.amount : undefined,
+    inFlight,
+    acceptedAt: row.acceptedAt,
+    deadline: BigInt(row.deadline),
+  };
+}
