@@ -648,7 +648,6 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
 
     /// @dev As _settleOne, for a tab voucher: pays the increase of the tab's cumulative amount. The
     ///      device and terms checks are written out as in _settleOne (shared functions are not inlined).
-    // solhint-disable-next-line function-max-lines
     function _settleVoucher(Batch memory b, SignedVoucher calldata v) internal returns (Reason reason, address device) {
         device = CompactSignature.recover(
             CompactSignature.typedDataHash(
@@ -676,8 +675,20 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
         address payee = address(uint160(v.payeeCumulative >> 96));
         if (payee == address(0)) return (Reason.InvalidPayee, device);
         if (b.w1.payeesRestricted() && !_payeeAllowed[b.policyId][payee]) return (Reason.PayeeNotAllowed, device);
-        uint256 fee = uint96(terms >> 64);
-        if (fee > terms >> 160) return (Reason.FeeAboveMax, device);
+        if (uint96(terms >> 64) > terms >> 160) return (Reason.FeeAboveMax, device);
+        return (_payTab(b, v, device, d, deviceSlot, payee), device);
+    }
+
+    /// @dev Tab-level checks and effects of a voucher that passed the device and terms checks (split
+    ///      from _settleVoucher for the stack; its only caller, so via-IR inlines it).
+    function _payTab(
+        Batch memory b,
+        SignedVoucher calldata v,
+        address device,
+        uint256 d,
+        uint256 deviceSlot,
+        address payee
+    ) internal returns (Reason reason) {
         // The tab's slot is its key itself (see _tabSlot).
         uint256 slot = _tabSlot(device, payee, b.token, v.tabId);
         uint256 tab;
@@ -685,17 +696,19 @@ contract MachinePay is IMachinePay, EIP712, ReentrancyGuardTransient {
             tab := sload(slot)
         }
         uint256 closesAt = tab >> 96;
-        if (closesAt != 0 && block.timestamp >= closesAt) return (Reason.TabClosed, device);
+        if (closesAt != 0 && block.timestamp >= closesAt) return Reason.TabClosed;
         uint256 cumulative = uint96(v.payeeCumulative);
-        uint256 settledSoFar = uint96(tab);
-        if (cumulative <= settledSoFar) return (Reason.VoucherStale, device);
-        uint256 increment;
-        // Unchecked: cumulative > settledSoFar, and increment + fee < 2^97.
+        // One variable holds what the tab settled, then the increment: the legacy (coverage) pipeline
+        // runs out of stack slots with two.
+        uint256 increment = uint96(tab);
+        if (cumulative <= increment) return Reason.VoucherStale;
+        uint256 fee = uint96(v.terms >> 64);
+        // Unchecked: cumulative > what the tab settled, and increment + fee < 2^97.
         unchecked {
-            increment = cumulative - settledSoFar;
+            increment = cumulative - increment;
             reason = _spend(b, d, deviceSlot, increment + fee, d.nonceBitsOf());
         }
-        if (reason != Reason.None) return (reason, device);
+        if (reason != Reason.None) return reason;
         tab = (tab & ~uint256(type(uint96).max)) | cumulative;
         assembly ("memory-safe") {
             sstore(slot, tab)
