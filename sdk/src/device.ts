@@ -1,4 +1,5 @@
 import { type RelayerClient, type SubmitResult, toSignedPaymentJson } from "./client";
+import { itemId } from "./digest";
 import type { NonceManager } from "./nonces";
 import { hashPayment, type PaymentSigner, signPayment } from "./sign";
 import { type Address, type Hex, type MachinePayDomain, type Payment, ZERO_REF } from "./types";
@@ -45,7 +46,7 @@ export class DevicePayer {
       ref: ref ?? ZERO_REF,
     };
     const signature = await signPayment({ signer: this.o.signer, domain: this.o.domain, payment });
-    return { id: hashPayment(this.o.domain, payment), payment, signature };
+    return { id: itemId(hashPayment(this.o.domain, payment), this.o.address), payment, signature };
   }
 
   /** Sign and submit; the client retries with backoff and never creates a second payment. */

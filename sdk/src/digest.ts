@@ -1,6 +1,14 @@
-import { bytesToHex, keccak256, stringToBytes } from "viem";
+import { bytesToHex, hexToBytes, keccak256, stringToBytes } from "viem";
 import { PaymentEncodingError } from "./encode";
-import { type Hex, type MachinePayDomain, PAYMENT_TYPE, type Payment, VOUCHER_TYPE, type Voucher } from "./types";
+import {
+  type Address,
+  type Hex,
+  type MachinePayDomain,
+  PAYMENT_TYPE,
+  type Payment,
+  VOUCHER_TYPE,
+  type Voucher,
+} from "./types";
 
 /**
  * Fixed-layout EIP-712 hashing of the two device messages (Payment, Voucher), byte-identical to
@@ -180,4 +188,17 @@ export function paymentDigestHex(domain: MachinePayDomain, payment: Payment): He
 /** voucherDigest as lowercase 0x hex, from the domain (same value as hashVoucher, faster). */
 export function voucherDigestHex(domain: MachinePayDomain, voucher: Voucher): Hex {
   return bytesToHex(voucherDigest(domainSeparator(domain), voucher));
+}
+
+/**
+ * The id of a signed item at the relayer: keccak256(digest ‖ device), 52 bytes hashed. The digest
+ * alone does not name a payment: two devices can sign the very same Payment (same payee, amount,
+ * nonce, deadline and ref: a fleet paying one toll gate at once), and those are two payments. With
+ * low-s signatures and deterministic signing, (digest, signer) is the signed item.
+ */
+export function itemId(digest: Hex, device: Address, keccak: Keccak256 = jsKeccak256): Hex {
+  const bytes = new Uint8Array(52);
+  bytes.set(hexToBytes(digest), 0);
+  bytes.set(hexToBytes(device), 32);
+  return bytesToHex(keccak(bytes));
 }

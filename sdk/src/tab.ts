@@ -1,3 +1,4 @@
+import { itemId } from "./digest";
 import type { NonceBackend } from "./nonces";
 import { hashVoucher, type PaymentSigner, signVoucher } from "./sign";
 import type { Address, Hex, MachinePayDomain, Voucher } from "./types";
@@ -59,7 +60,7 @@ export class Tab {
         maxFee: this.o.maxFee ?? 0n,
       };
       const signature = await signVoucher({ signer: this.o.signer, domain: this.o.domain, voucher });
-      return { id: hashVoucher(this.o.domain, voucher), voucher, signature };
+      return { id: itemId(hashVoucher(this.o.domain, voucher), this.o.device), voucher, signature };
     });
     this.queue = run.catch(() => undefined);
     return run;

@@ -8,6 +8,7 @@ import { privateKeyToAccount } from "viem/accounts";
 import {
   type Address,
   hashVoucher,
+  itemId,
   MemoryNonceBackend,
   machinePayDomain,
   signVoucher,
@@ -46,7 +47,7 @@ describe("sdk: tabs", () => {
       signature: c.signature,
     });
     expect(signer).to.equal(account.address);
-    expect(c.id).to.equal(hashVoucher(domain, c.voucher));
+    expect(c.id).to.equal(itemId(hashVoucher(domain, c.voucher), account.address));
   });
 
   it("keeps concurrent pays consistent: totals strictly increase by each amount", async () => {

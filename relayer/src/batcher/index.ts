@@ -15,14 +15,7 @@
  * max(chain nonce, highest open batch + 1); replacements keep it; on "nonce too low" the receipts
  * of every attempt are asked for before anything is decided.
  */
-import {
-  decodeMachinePayLog,
-  type Hex,
-  machinePayAbi,
-  packPayment,
-  packVoucher,
-  REASONS,
-} from "@machinepay/sdk";
+import { decodeMachinePayLog, type Hex, machinePayAbi, packPayment, packVoucher, REASONS } from "@machinepay/sdk";
 import { type Address, encodeFunctionData, keccak256, type PublicClient, type TransactionReceipt } from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { ChainClock } from "../chain/clock";
@@ -148,7 +141,12 @@ export class Batcher {
 
   /** After a restart: items of batches already mined are on chain; the ledger must not count them. */
   async recover(): Promise<void> {
-    for (const b of await this.o.store.openBatches()) if (b.status === "mined") this.o.ingest.finished(b.itemIds);
+    for (const b of await this.o.store.openBatches()) {
+      if (b.status !== "mined") continue;
+      const rows = await this.o.store.getItems(b.itemIds);
+      const skipped = rows.filter((r) => r?.outcome === "rejected").map((r) => r!.id);
+      this.o.ingest.finished(b.itemIds, new Set(skipped));
+    }
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -233,7 +231,10 @@ export class Batcher {
         if (batch.status === "mined") await this.confirm(batch);
         else await this.follow(batch);
       } catch (e) {
-        this.log("warn", "could not follow a batch this pass; will retry", { batch: batch.id, error: (e as Error).message });
+        this.log("warn", "could not follow a batch this pass; will retry", {
+          batch: batch.id,
+          error: (e as Error).message,
+        });
       }
     }
   }
@@ -261,8 +262,11 @@ export class Batcher {
           batch: batch.id,
           nonce: batch.nonce,
         });
-        const ids = await store.requeueBatch(batch.id, { status: "dropped", error: "nonce used by another transaction" });
-        this.o.ingest.requeued(ids);
+        const ids = await store.requeueBatch(batch.id, {
+          status: "dropped",
+          error: "nonce used by another transaction",
+        });
+        await this.o.ingest.requeued(ids);
       }
       return;
     }
@@ -353,7 +357,7 @@ export class Batcher {
         },
       });
       this.log("warn", "batch reverted; its items go back to the queue and are checked again", { batch: batch.id });
-      ingest.requeued(ids);
+      await ingest.requeued(ids);
       this.invalidateItems(await store.getItems(ids));
       return;
     }
@@ -366,9 +370,9 @@ export class Batcher {
       items: outcomes,
     });
     // The chain now holds these spends: the ledger stops counting them, the cache re-reads.
-    ingest.finished(batch.itemIds);
-    this.invalidateItems(await store.getItems(batch.itemIds));
     const skipped = outcomes.filter((o) => o.status === "rejected");
+    ingest.finished(batch.itemIds, new Set(skipped.map((o) => o.id)));
+    this.invalidateItems(await store.getItems(batch.itemIds));
     for (const s of skipped) this.o.events?.misprediction?.(s.reason ?? "unknown", 1);
     this.o.events?.batchMined?.({
       id: batch.id,
@@ -419,11 +423,7 @@ export class Batcher {
       this.o.state.invalidateAll();
       return;
     }
-    if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) {
-      await store.markBatchConfirmed(batch.id);
-      // Also after a restart, when the ledger was rebuilt with this batch's items still submitted.
-      ingest.finished(batch.itemIds);
-    }
+    if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) await store.markBatchConfirmed(batch.id);
   }
 
   private invalidateItems(rows: (ItemRow | null)[]): void {
@@ -494,10 +494,7 @@ export class Batcher {
     rows = rows.slice(0, limit);
     if (rows.length === 0) return undefined;
     // By payee (settle writes each payee's credits once), a device's payments in nonce order.
-    rows.sort(
-      (a, b) =>
-        cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n)),
-    );
+    rows.sort((a, b) => cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n)));
     rows = await this.dropWhatWouldBeSkipped(kind, token, rows);
     if (rows.length === 0) return undefined;
     const chainNonce = await this.o.rpc.nonce(this.o.sender.address, "latest");
@@ -552,7 +549,7 @@ export class Batcher {
           message: "the contract's preview refused it before sending: chain state changed since it was accepted",
         })),
       );
-      ingest.finished(rejected);
+      ingest.finished(rejected, new Set(rejected));
       for (const r of bad) this.o.events?.misprediction?.(REASONS[reasons[rows.indexOf(r)]], 1);
       this.log("warn", "preview refused items that ingest had accepted", { kind, count: bad.length });
       return rows.filter((_, i) => reasons[i] === 0);
@@ -589,7 +586,14 @@ function packed(kind: ItemKind, r: ItemRow) {
     );
   }
   return packVoucher(
-    { payee: r.payee, token: r.token, tabId: r.tabId!, cumulative: r.amount, deadline: BigInt(r.deadline), maxFee: r.maxFee },
+    {
+      payee: r.payee,
+      token: r.token,
+      tabId: r.tabId!,
+      cumulative: r.amount,
+      deadline: BigInt(r.deadline),
+      maxFee: r.maxFee,
+    },
     r.signature,
     r.fee,
   );

@@ -28,9 +28,11 @@ const text = (e: unknown) => {
 export function classifyBroadcastError(e: unknown): BroadcastOutcome {
   const m = text(e).toLowerCase();
   if (/already known|known transaction|already imported|already exists|alreadyknown/.test(m)) return { kind: "known" };
-  if (/nonce too low|nonce has already been used|nonce is too low|noncetoolow|old nonce/.test(m)) return { kind: "nonceTooLow" };
+  if (/nonce too low|nonce has already been used|nonce is too low|noncetoolow|old nonce/.test(m))
+    return { kind: "nonceTooLow" };
   if (/underpriced|replacement fee too low|fee too low/.test(m)) return { kind: "underpriced" };
-  if (/insufficient funds|sender doesn't have enough funds/.test(m)) return { kind: "insufficientFunds", message: text(e) };
+  if (/insufficient funds|sender doesn't have enough funds/.test(m))
+    return { kind: "insufficientFunds", message: text(e) };
   return { kind: "unknown", message: text(e) };
 }
 

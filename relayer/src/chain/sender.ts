@@ -21,13 +21,17 @@ export class SenderKeyError extends Error {
 
 export type SenderKeySource = { keyFile?: string; keystore?: string; passphraseEnv: string; dev: boolean };
 
-export type LoadedSender = { account: PrivateKeyAccount; source: "key file" | "keystore" | "dev (Hardhat test key, public)" };
+export type LoadedSender = {
+  account: PrivateKeyAccount;
+  source: "key file" | "keystore" | "dev (Hardhat test key, public)";
+};
 
 const KEY = /^(0x)?[0-9a-fA-F]{64}$/;
 
 /** Load the sender account; `env` supplies the keystore passphrase (from the variable the config names). */
 export function loadSender(source: SenderKeySource, env: Record<string, string | undefined>): LoadedSender {
-  if (source.dev) return { account: privateKeyToAccount(HARDHAT_DEV_SENDER_KEY), source: "dev (Hardhat test key, public)" };
+  if (source.dev)
+    return { account: privateKeyToAccount(HARDHAT_DEV_SENDER_KEY), source: "dev (Hardhat test key, public)" };
   if (source.keyFile) {
     let text: string;
     try {
@@ -50,7 +54,10 @@ export function loadSender(source: SenderKeySource, env: Record<string, string |
     if (passphrase === undefined) {
       throw new SenderKeyError(`set ${source.passphraseEnv} to the keystore's passphrase (it is never logged)`);
     }
-    return { account: privateKeyToAccount(decryptKeystore(readFileSync(source.keystore, "utf8"), passphrase)), source: "keystore" };
+    return {
+      account: privateKeyToAccount(decryptKeystore(readFileSync(source.keystore, "utf8"), passphrase)),
+      source: "keystore",
+    };
   }
   throw new SenderKeyError("no sender key: give sender.keyFile, sender.keystore, or sender.dev for a local chain");
 }
@@ -77,7 +84,8 @@ export function decryptKeystore(json: string, passphrase: string): Hex {
     throw new SenderKeyError("the keystore is not valid JSON");
   }
   const c = ks.crypto ?? ks.Crypto;
-  if (!c || c.cipher !== "aes-128-ctr") throw new SenderKeyError("unsupported keystore: want a v3 keystore with aes-128-ctr");
+  if (c?.cipher !== "aes-128-ctr")
+    throw new SenderKeyError("unsupported keystore: want a v3 keystore with aes-128-ctr");
   const salt = Buffer.from(c.kdfparams.salt, "hex");
   const password = Buffer.from(passphrase.normalize("NFKC"), "utf8");
   let derived: Buffer;

@@ -168,7 +168,8 @@ export class CachedChainState implements ChainState {
   }
   invalidateBalances(token?: Address) {
     if (!token) return this.invalidate("b:");
-    for (const key of [...this.cache.keys()]) if (key.startsWith("b:") && key.endsWith(`:${lc(token)}`)) this.cache.delete(key);
+    for (const key of [...this.cache.keys()])
+      if (key.startsWith("b:") && key.endsWith(`:${lc(token)}`)) this.cache.delete(key);
   }
   /** After a reorg or a gap in the event stream: forget everything. */
   invalidateAll() {

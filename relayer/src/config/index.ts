@@ -13,18 +13,16 @@ const address = z
   .refine((s) => isAddress(s, { strict: false }), "must be a 0x-prefixed 20-byte hex address")
   .transform((s) => s.toLowerCase() as `0x${string}`);
 
-const bigintString = z
-  .union([z.string(), z.number(), z.bigint()])
-  .transform((v, ctx) => {
-    try {
-      const b = BigInt(v);
-      if (b < 0n) throw new Error();
-      return b;
-    } catch {
-      ctx.addIssue({ code: "custom", message: "must be a non-negative integer (token units)" });
-      return z.NEVER;
-    }
-  });
+const bigintString = z.union([z.string(), z.number(), z.bigint()]).transform((v, ctx) => {
+  try {
+    const b = BigInt(v);
+    if (b < 0n) throw new Error();
+    return b;
+  } catch {
+    ctx.addIssue({ code: "custom", message: "must be a non-negative integer (token units)" });
+    return z.NEVER;
+  }
+});
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 

@@ -2,16 +2,16 @@
  * Ingest: verify → admit (contract rules against chain state plus what is pending) → durable
  * write → answer. Takes decoded items, never HTTP requests, so HTTP, MQTT and HTTP-402 transports
  * all feed the same path. An item is answered `accepted` only after its row is committed.
- * Idempotent: an item is its EIP-712 digest; the same item again (concurrently, or after a
- * restart) gets the same id and its current status.
+ * Idempotent: an item is its EIP-712 digest and its signer (`itemId`); the same item again
+ * (concurrently, or after a restart) gets the same id and its current status.
  */
-import type { Address, Hex } from "@machinepay/sdk";
-import type { ChainState } from "../chain/state";
+import { type Address, type Hex, itemId } from "@machinepay/sdk";
 import type { ChainClock } from "../chain/clock";
+import type { ChainState } from "../chain/state";
 import type { ItemRow, NewItem, Store } from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
 import { type Candidate, decide, gatherSnapshot } from "./rules";
-import type { Verifier, VerifyItem } from "./verify";
+import { nativeKeccak256, type Verifier, type VerifyItem } from "./verify";
 
 export type ItemStatusName = "accepted" | "batched" | "submitted" | "settled" | "rejected" | "superseded" | "stale";
 
@@ -33,7 +33,9 @@ export type IngestResult = {
 export class IngestUnavailableError extends Error {
   readonly code = "STORE_UNAVAILABLE";
   constructor(cause: unknown) {
-    super(`the relayer could not store the items durably (${(cause as Error)?.message ?? cause}); nothing was accepted, retry`);
+    super(
+      `the relayer could not store the items durably (${(cause as Error)?.message ?? cause}); nothing was accepted, retry`,
+    );
     this.name = "IngestUnavailableError";
   }
 }
@@ -53,6 +55,9 @@ export type IngestOptions = {
 
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
 
+/** A verified item this request brings for the first time. */
+type Fresh = { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address };
+
 export class Ingest {
   readonly ledger = new PendingLedger();
   private readonly inflight = new Map<Hex, Promise<IngestResult>>();
@@ -68,9 +73,11 @@ export class Ingest {
 
   /** Verify, admit and durably store `items`; results in the same order. */
   async submit(items: readonly VerifyItem[]): Promise<IngestResult[]> {
-    const results: (IngestResult | Promise<IngestResult> | undefined)[] = new Array(items.length);
-    const fresh: { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address }[] = [];
-    const seen = new Map<Hex, number>();
+    const results: (IngestResult | Promise<IngestResult>)[] = new Array(items.length);
+    /** For an item repeated within this request: the index of its first occurrence. */
+    const repeatOf: (number | undefined)[] = new Array(items.length);
+    const fresh: Fresh[] = [];
+    const first = new Map<Hex, number>();
     for (let i = 0; i < items.length; i++) {
       const item = items[i];
       const kind = item?.kind === "voucher" ? "voucher" : "payment";
@@ -80,16 +87,19 @@ export class Ingest {
         this.o.onDecision?.(kind, "rejected", v.code);
         continue;
       }
-      const first = seen.get(v.digest);
-      const running = this.inflight.get(v.digest);
-      if (first !== undefined) results[i] = { index: first } as never; // resolved below
+      // The same message signed by two devices is two items: the id covers the signer too.
+      const id = itemId(v.digest, v.device, nativeKeccak256);
+      const earlier = first.get(id);
+      const running = this.inflight.get(id);
+      if (earlier !== undefined) repeatOf[i] = earlier;
       else if (running) results[i] = running.then((r) => ({ ...r, duplicate: true }));
       else {
-        seen.set(v.digest, i);
-        fresh.push({ index: i, id: v.digest, item, r: v.r, vs: v.vs, device: v.device });
+        first.set(id, i);
+        fresh.push({ index: i, id, item, r: v.r, vs: v.vs, device: v.device });
       }
     }
     if (fresh.length > 0) {
+      // Registered before the first await: a concurrent request with the same item waits for this one.
       const work = this.admit(fresh);
       for (const f of fresh) {
         const p = work.then((r) => r.get(f.id)!);
@@ -102,24 +112,19 @@ export class Ingest {
         for (const f of fresh) this.inflight.delete(f.id);
       }
     }
-    const out = await Promise.all(results.map((r) => r as IngestResult | Promise<IngestResult>));
-    // Repeats inside one request answer like their first occurrence.
-    return out.map((r, i) => {
-      const ref = (results[i] as { index?: number } | undefined)?.index;
-      return ref !== undefined && ref !== i && typeof ref === "number" ? { ...out[ref], duplicate: true } : r;
-    });
+    const out = await Promise.all(results.map((r, i) => (repeatOf[i] === undefined ? r : undefined)));
+    return out.map((r, i) => (repeatOf[i] === undefined ? r! : { ...out[repeatOf[i]!]!, duplicate: true }));
   }
 
-  private async admit(
-    fresh: { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address }[],
-  ): Promise<Map<Hex, IngestResult>> {
+  private async admit(fresh: Fresh[]): Promise<Map<Hex, IngestResult>> {
     const out = new Map<Hex, IngestResult>();
     const known = await this.o.store.getItems(fresh.map((f) => f.id));
     const todo: { f: (typeof fresh)[number]; c: Candidate }[] = [];
     fresh.forEach((f, i) => {
       const row = known[i];
       const kind = f.item.kind;
-      if (row) out.set(f.id, { id: f.id, kind, status: statusOf(row), reason: row.reason ?? undefined, duplicate: true });
+      if (row)
+        out.set(f.id, { id: f.id, kind, status: statusOf(row), reason: row.reason ?? undefined, duplicate: true });
       else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
     });
     // Reads first (cached, concurrent), then every decision in one synchronous pass.
@@ -156,10 +161,15 @@ export class Ingest {
         inFlight: false,
         acceptedAt: Date.now(),
         deadline: c.deadline,
+        fee: c.fee,
       };
       if (verdict.supersedes) this.ledger.remove(verdict.supersedes.id);
       this.ledger.add(entry);
-      accepted.push({ entry, row: rowOf(f, c, verdict.owner, verdict.policyId, verdict.spend), supersedes: verdict.supersedes });
+      accepted.push({
+        entry,
+        row: rowOf(f, c, verdict.owner, verdict.policyId, verdict.spend),
+        supersedes: verdict.supersedes,
+      });
     });
     if (accepted.length === 0) return out;
     try {
@@ -175,7 +185,9 @@ export class Ingest {
             newestId: a.row.id,
             newestCumulative: a.row.amount,
           })),
-        updates: accepted.filter((a) => a.supersedes).map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
+        updates: accepted
+          .filter((a) => a.supersedes)
+          .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
       });
       // A voucher the batcher took between our decision and this commit was not superseded: it is
       // in flight, and its successor pays only what it adds on top of it.
@@ -208,14 +220,34 @@ export class Ingest {
     for (const id of ids) this.ledger.setInFlight(id, true);
   }
 
-  /** Items came back to `accepted` (a batch reverted, was dropped or reorged out). */
-  requeued(ids: readonly Hex[]): void {
-    for (const id of ids) this.ledger.setInFlight(id, false);
+  /**
+   * Items came back to `accepted` (a batch reverted or was dropped). A voucher whose tab has a newer
+   * accepted voucher meanwhile is superseded now, so a tab never has two to batch.
+   */
+  async requeued(ids: readonly Hex[]): Promise<void> {
+    const superseded: Hex[] = [];
+    for (const id of ids) {
+      this.ledger.setInFlight(id, false);
+      const e = this.ledger.get(id);
+      if (e?.tab && this.ledger.tab(e.tab).accepted?.id !== id) superseded.push(id);
+    }
+    if (superseded.length === 0) return;
+    await this.o.store.write({ updates: superseded.map((id) => ({ id, status: "superseded" as const })) });
+    for (const id of superseded) {
+      this.ledger.handOver(id);
+      this.ledger.remove(id);
+    }
   }
 
-  /** Items settled or were rejected on chain (or by the batcher): their reservations end. */
-  finished(ids: readonly Hex[]): void {
-    for (const id of ids) this.ledger.remove(id);
+  /**
+   * Items settled or were rejected on chain (or by the batcher): their reservations end. `rejected`
+   * names those that did not settle (a skipped voucher's successor then pays its increment too).
+   */
+  finished(ids: readonly Hex[], rejected: ReadonlySet<Hex> = new Set()): void {
+    for (const id of ids) {
+      if (rejected.has(id)) this.ledger.handOver(id);
+      this.ledger.remove(id);
+    }
   }
 }
 
@@ -292,5 +324,6 @@ export function entryOf(row: ItemRow, inFlight: boolean): PendingEntry {
     inFlight,
     acceptedAt: row.acceptedAt,
     deadline: BigInt(row.deadline),
+    fee: row.fee,
   };
 }

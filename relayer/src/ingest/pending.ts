@@ -30,6 +30,8 @@ export type PendingEntry = {
   /** Unix ms when it was accepted, and its deadline (unix s): when the batcher must act. */
   acceptedAt: number;
   deadline: bigint;
+  /** The relayer's fee in `spend`. */
+  fee: bigint;
 };
 
 type DeviceSums = { spend: bigint; nonces: Map<bigint, Hex>; count: number };
@@ -73,8 +75,10 @@ export class PendingLedger {
       const t = this.tabSums(e.tab);
       if (e.inFlight) t.inFlight.add(e.id);
       else {
-        if (t.accepted) throw new Error(`pending ledger: tab ${e.tab} has two accepted vouchers`);
-        t.accepted = e.id;
+        // Two accepted vouchers of one tab happen only transiently (one came back from a failed
+        // batch while a newer one waited): the newer is the one a batch takes and a successor replaces.
+        const current = t.accepted ? this.items.get(t.accepted) : undefined;
+        if (!current || (current.cumulative ?? 0n) < (e.cumulative ?? 0n)) t.accepted = e.id;
       }
     }
   }
@@ -118,6 +122,20 @@ export class PendingLedger {
         if (!t.accepted) t.accepted = id;
       }
     }
+  }
+
+  /**
+   * A voucher that will not settle (skipped on chain, or superseded after a failed batch) hands its
+   * increment to the tab's accepted successor, which was reserved as paying only what it adds on
+   * top of it. Call before removing it.
+   */
+  handOver(id: Hex): void {
+    const e = this.items.get(id);
+    if (!e?.tab) return;
+    const next = this.tab(e.tab).accepted;
+    if (!next || next.id === id || (next.cumulative ?? 0n) <= (e.cumulative ?? 0n)) return;
+    this.remove(next.id);
+    this.add({ ...next, spend: next.spend + e.spend - e.fee });
   }
 
   /** Spend of every pending item of the device. */

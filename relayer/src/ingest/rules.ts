@@ -167,7 +167,8 @@ export function decide(c: Candidate, s: Snapshot, pending: PendingLedger, w: Win
     );
   }
   // An announced withdrawal counts once it could execute before this item lands.
-  const withdrawing = s.withdrawal && s.withdrawal.readyAt !== 0n && s.withdrawal.readyAt <= w.landBy ? s.withdrawal.amount : 0n;
+  const withdrawing =
+    s.withdrawal && s.withdrawal.readyAt !== 0n && s.withdrawal.readyAt <= w.landBy ? s.withdrawal.amount : 0n;
   const available = s.balance! - withdrawing - pendingOwner;
   if (spend > available) {
     return refuse(
@@ -187,7 +188,10 @@ function checkNonce(device: Address, nonce: bigint, d: DeviceWord, pending: Pend
   if (nonce <= d.nonceTop) {
     const distance = d.nonceTop - nonce;
     if (distance >= WINDOW) {
-      return refuse("NonceTooOld", `nonce ${nonce} is more than ${WINDOW - 1n} below the highest settled ${d.nonceTop}`);
+      return refuse(
+        "NonceTooOld",
+        `nonce ${nonce} is more than ${WINDOW - 1n} below the highest settled ${d.nonceTop}`,
+      );
     }
     if ((d.nonceWindow >> distance) & 1n) return refuse("NonceUsed", `nonce ${nonce} already settled`);
   }

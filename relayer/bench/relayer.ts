@@ -1,0 +1,208 @@
+/**
+ * Relayer benchmark: accepted-and-durable payments per second and acknowledgement latency, for 100
+ * payments per request and for one, at saturation and at half of it; plus the verify-only rate per
+ * core (fast path against viem) in the same run. Everything real: a `hardhat node`, the relayer as
+ * its own process with its SQLite file (settling in the background, as in production), load from
+ * this process with autocannon. Payments are signed before the timed part.
+ *
+ *   pnpm --filter @machinepay/relayer bench:relayer
+ *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  domainSeparator,
+  type Hex,
+  type Payment,
+  paymentDigest,
+  recoverPaymentSigner,
+  toSignedPaymentJson,
+} from "@machinepay/sdk";
+import autocannon from "autocannon";
+import secp256k1 from "secp256k1";
+import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
+import { nativeKeccak256, Verifier } from "../src/ingest/verify";
+import { PAYEES, startTestChain, USDC } from "../test/support/chain";
+
+const P100 = Number(process.env.P100 ?? 60_000);
+const P1 = Number(process.env.P1 ?? 15_000);
+const PER_DEVICE = 20;
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
+
+type Json = ReturnType<typeof toSignedPaymentJson>;
+
+async function main() {
+  const chain = await startTestChain();
+  let child: ChildProcess | undefined;
+  try {
+    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
+    const sep = domainSeparator(chain.domain, nativeKeccak256);
+    // Pre-sign with native secp256k1 over the fixed-layout digest (RFC 6979: the same signatures viem makes).
+    async function presign(count: number): Promise<Json[]> {
+      const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
+        maxPerPayment: USDC(10),
+        maxPerPeriod: USDC(10_000),
+        lifetimeMax: USDC(100_000),
+      });
+      const out: Json[] = [];
+      const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
+      for (let n = 0; n < PER_DEVICE; n++) {
+        for (let i = 0; i < devices.length && out.length < count; i++) {
+          const payment: Payment = {
+            payee: PAYEES[(i + n) % 3],
+            token: chain.usdc,
+            amount: 10_000n + BigInt(n),
+            nonce: BigInt(n),
+            deadline,
+            maxFee: 0n,
+            ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
+          };
+          const digest = paymentDigest(sep, payment, nativeKeccak256);
+          const { signature, recid } = secp256k1.ecdsaSign(digest, keys[i]);
+          const sig = `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}` as Hex;
+          out.push(toSignedPaymentJson(payment, sig));
+        }
+      }
+      return out;
+    }
+
+    // Verify-only, one core, same run.
+    const sample = await presign(2_000);
+    const verifier = new Verifier(chain.domain);
+    const items = sample.map((s) => ({
+      kind: "payment" as const,
+      payment: {
+        ...s.payment,
+        amount: BigInt(s.payment.amount),
+        nonce: BigInt(s.payment.nonce),
+        deadline: BigInt(s.payment.deadline),
+        maxFee: BigInt(s.payment.maxFee),
+      },
+      signature: s.signature,
+    }));
+    const fastRuns: number[] = [];
+    for (let r = 0; r < 5; r++) {
+      const t = process.hrtime.bigint();
+      for (const it of items) if (!verifier.verify(it).ok) throw new Error("bench item failed to verify");
+      fastRuns.push(items.length / (Number(process.hrtime.bigint() - t) / 1e9));
+    }
+    const viemRuns: number[] = [];
+    for (let r = 0; r < 3; r++) {
+      const t = process.hrtime.bigint();
+      for (const it of items.slice(0, 300))
+        await recoverPaymentSigner(chain.domain, it.payment as Payment, it.signature);
+      viemRuns.push(300 / (Number(process.hrtime.bigint() - t) / 1e9));
+    }
+
+    const sets = {
+      p100sat: await presign(P100),
+      p100half: await presign(P100 / 2),
+      p1sat: await presign(P1),
+      p1half: await presign(P1 / 2),
+    };
+
+    const port = await freePort();
+    const configFile = join(chain.dir, "bench.json");
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        rpcUrl: chain.node.url,
+        deployment: chain.deploymentFile,
+        store: join(chain.dir, "bench.db"),
+        port,
+        sender: { dev: true },
+        confirmations: 1,
+        logLevel: "warn",
+        limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 1_000_000, itemsPerRequest: 1000 },
+      }),
+    );
+    child = spawn(
+      process.execPath,
+      [join(__dirname, "..", "bin", "machinepay.js"), "relayer", "start", "--config", configFile],
+      {
+        stdio: ["ignore", "inherit", "inherit"],
+      },
+    );
+    for (let i = 0; ; i++) {
+      try {
+        if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+      } catch {}
+      if (i > 300) throw new Error("relayer did not start");
+      await new Promise((r) => setTimeout(r, 200));
+    }
+
+    const run = async (payments: Json[], perRequest: number, rate?: number) => {
+      const bodies: string[] = [];
+      for (let i = 0; i < payments.length; i += perRequest) {
+        bodies.push(JSON.stringify({ payments: payments.slice(i, i + perRequest) }));
+      }
+      let next = 0;
+      let accepted = 0;
+      let other = 0;
+      const started = process.hrtime.bigint();
+      const result = await autocannon({
+        url: `http://127.0.0.1:${port}/v1/payments`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        connections: rate ? Math.min(CONNECTIONS, 8) : CONNECTIONS,
+        amount: bodies.length,
+        overallRate: rate,
+        requests: [
+          {
+            setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }),
+            onResponse: (_status, body) => {
+              const r = JSON.parse(body) as { results?: { status: string }[] };
+              for (const x of r.results ?? []) x.status === "accepted" ? accepted++ : other++;
+            },
+          },
+        ],
+      });
+      const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      return {
+        perSecond: accepted / seconds,
+        accepted,
+        other,
+        p50: result.latency.p50,
+        p97_5: result.latency.p97_5,
+        p99: result.latency.p99,
+        non2xx: result.non2xx,
+        errors: result.errors,
+      };
+    };
+
+    const rows: string[] = [];
+    const row = (label: string, r: Awaited<ReturnType<typeof run>>) =>
+      rows.push(
+        `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} |`,
+      );
+    const sat100 = await run(sets.p100sat, 100);
+    row("100 per request, saturation", sat100);
+    row("100 per request, half load", await run(sets.p100half, 100, sat100.perSecond / 100 / 2));
+    const sat1 = await run(sets.p1sat, 1);
+    row("1 per request, saturation", sat1);
+    row("1 per request, half load", await run(sets.p1half, 1, sat1.perSecond / 2));
+
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+    console.log(
+      "\n| load | accepted | not accepted | accepted + durable per s | ack p50 ms | ack p97.5 ms | ack p99 ms | non-2xx + errors |",
+    );
+    console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const r of rows) console.log(r);
+    console.log("\n| verify only, one core | per second (median) |");
+    console.log("| --- | ---: |");
+    console.log(
+      `| relayer Verifier (fixed-layout digest, native keccak + secp256k1) | ${Math.round(median(fastRuns))} |`,
+    );
+    console.log(`| viem recoverTypedDataAddress | ${Math.round(median(viemRuns))} |`);
+    console.log(`| ratio | ${(median(fastRuns) / median(viemRuns)).toFixed(1)}x |`);
+  } finally {
+    if (child) await stopProcess(child, 15_000);
+    await chain.stop();
+  }
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exitCode = 1;
+});

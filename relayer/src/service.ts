@@ -1,0 +1,193 @@
+/**
+ * The relayer assembled from its stages: config → store → chain → ingest → batcher → api. The CLI
+ * and the end-to-end tests start it through here; nothing here reads process.env (the caller
+ * passes `env` for the keystore passphrase only).
+ */
+import { type Address, type Hex, machinePayDomain } from "@machinepay/sdk";
+import pino, { type Logger } from "pino";
+import { createPublicClient, http, type PublicClient } from "viem";
+import { buildServer } from "./api/server";
+import { SharedVerifier } from "./api/verifier";
+import { Batcher } from "./batcher";
+import { ChainClock } from "./chain/clock";
+import { Rpc } from "./chain/rpc";
+import { loadSender } from "./chain/sender";
+import { CachedChainState } from "./chain/state";
+import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
+import { Ingest } from "./ingest";
+import { Metrics } from "./metrics";
+import { openStore } from "./store";
+
+export type StartRelayerParameters = {
+  config: RelayerConfig;
+  /** For the keystore passphrase variable the config names. */
+  env?: Record<string, string | undefined>;
+  logger?: Logger;
+};
+
+export type RunningRelayer = {
+  /** http://host:port the API listens on. */
+  url: string;
+  sender: Address;
+  batcher: Batcher;
+  ingest: Ingest;
+  /** Stop accepting, finish the batches in flight (up to drainMs), close the store. */
+  stop(drainMs?: number): Promise<void>;
+};
+
+/** Pino options: one JSON line per event, secrets redacted wherever they appear. */
+export function loggerOptions(level: string) {
+  return {
+    level,
+    redact: {
+      paths: [
+        "req.headers.authorization",
+        "*.signature",
+        "*.*.signature",
+        "*.privateKey",
+        "*.key",
+        "*.passphrase",
+        "*.adminToken",
+        "config.adminToken",
+      ],
+      censor: "[redacted]",
+    },
+  };
+}
+
+export async function startRelayer({ config, env = {}, logger }: StartRelayerParameters): Promise<RunningRelayer> {
+  const log = logger ?? pino(loggerOptions(config.logLevel));
+  const deployment = loadDeployment(config.deployment);
+  const client = createPublicClient({
+    transport: http(config.rpcUrl, { retryCount: 2, timeout: 15_000 }),
+  }) as PublicClient;
+  let chainId: number;
+  try {
+    chainId = await client.getChainId();
+  } catch (e) {
+    throw new ConfigError(`cannot reach the chain at ${config.rpcUrl}: ${(e as Error).message}`);
+  }
+  if (chainId !== deployment.chainId) {
+    throw new ConfigError(
+      `the RPC at ${config.rpcUrl} is chain ${chainId}, the deployment file is for chain ${deployment.chainId}`,
+    );
+  }
+  const { account, source } = loadSender(config.sender, env);
+  log.info(
+    { sender: account.address, source },
+    source.startsWith("dev") ? "sender: Hardhat's well-known test key (dev only: its key is public)" : "sender loaded",
+  );
+
+  const store = await openStore(config.store);
+  const contract = deployment.machinePay as Address;
+  const domain = machinePayDomain({ chainId, verifyingContract: contract });
+  const metrics = new Metrics({ store });
+  const clock = new ChainClock();
+  const state = new CachedChainState(client, contract);
+  // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
+  const verifier = new SharedVerifier(domain);
+  const ingest = await Ingest.open({
+    verifier,
+    chain: state,
+    store,
+    clock,
+    deadlineMarginSeconds: config.deadlineMarginSeconds,
+    fee: config.fee,
+    onDecision: metrics.decision,
+  });
+  const batcher = new Batcher({
+    store,
+    rpc: new Rpc(client),
+    client,
+    state,
+    clock,
+    ingest,
+    sender: account,
+    contract,
+    chainId,
+    feeRecipient: (config.feeRecipient ?? account.address.toLowerCase()) as Address,
+    deploymentBlock: deployment.deploymentBlock,
+    config: {
+      ...config.batch,
+      maxInFlight: 4,
+      confirmations: config.confirmations,
+      replaceAfterMs: config.replaceAfterMs,
+      feeBumpPercent: config.feeBumpPercent,
+      tabs: config.tabs,
+      deadlineMarginSeconds: Math.max(1, Math.floor(config.deadlineMarginSeconds / 2)),
+    },
+    events: {
+      batchMined: (b) => metrics.batchMined(b.size, b.size ? Number(b.gasUsed) / b.size : 0),
+      misprediction: (reason, n) => metrics.misprediction(reason, n),
+      log: (level, msg, fields) => log[level](fields ?? {}, msg),
+    },
+  });
+  await batcher.recover();
+  batcher.start();
+
+  const app = await buildServer({
+    config,
+    deployment,
+    domain,
+    ingest,
+    verifier,
+    ledger: ingest.ledger,
+    store,
+    chain: state,
+    clock,
+    metrics,
+    logger: log,
+    readiness: async () => {
+      const store_ = await store
+        .countByStatus()
+        .then(() => true)
+        .catch(() => false);
+      const chain = await client
+        .getBlockNumber()
+        .then(() => true)
+        .catch(() => false);
+      const balance = batcher.senderBalance;
+      if (balance !== undefined) metrics.senderBalance(balance);
+      return {
+        chain,
+        store: store_,
+        senderFunded: balance !== undefined && balance > 0n,
+        head: batcher.head,
+        senderBalance: balance?.toString(),
+        details: batcher.lastError ? { lastError: batcher.lastError } : undefined,
+      };
+    },
+    settleNow: () => batcher.settleNow(),
+    ownerMessages: {
+      submit: async () => {
+        throw Object.assign(
+          new Error("this relayer does not submit owner messages yet: send onboardBySignature yourself"),
+          {
+            code: "OWNER_MESSAGE_INVALID",
+          },
+        );
+      },
+      get: async () => null,
+    },
+  });
+  const url = await app.listen({ host: config.host, port: config.port });
+  log.info({ url, chainId, contract, store: config.store }, "relayer listening");
+
+  let stopped = false;
+  return {
+    url,
+    sender: account.address,
+    batcher,
+    ingest,
+    async stop(drainMs = 10_000) {
+      if (stopped) return;
+      stopped = true;
+      await app.close();
+      await batcher.stop(drainMs);
+      await store.close();
+      log.info("relayer stopped");
+    },
+  };
+}
+
+export type { Hex };

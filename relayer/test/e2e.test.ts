@@ -1,0 +1,199 @@
+/**
+ * The relayer end to end against a real `hardhat node`: payments and vouchers posted over HTTP are
+ * accepted, batched, settled on chain (proved from the contract's events) and reported `settled`.
+ */
+import { join } from "node:path";
+import {
+  type Hex,
+  machinePayAbi,
+  type Payment,
+  settlementsOf,
+  signPayment,
+  signVoucher,
+  toSignedPaymentJson,
+  type Voucher,
+} from "@machinepay/sdk";
+import { expect } from "chai";
+import type { PrivateKeyAccount } from "viem/accounts";
+import { loadConfig } from "../src/config";
+import { type RunningRelayer, startRelayer } from "../src/service";
+import { PAYEES, startTestChain, type TestChain, USDC } from "./support/chain";
+
+const ZERO_REF = `0x${"00".repeat(32)}` as Hex;
+
+describe("relayer end to end (hardhat node, SQLite, HTTP)", function () {
+  this.timeout(120_000);
+  let chain: TestChain;
+  let relayer: RunningRelayer;
+
+  before(async () => {
+    chain = await startTestChain();
+    const config = loadConfig({
+      overrides: {
+        rpcUrl: chain.node.url,
+        deployment: chain.deploymentFile,
+        store: join(chain.dir, "relayer.db"),
+        port: 0,
+        "sender.dev": true,
+        confirmations: 1,
+        "batch.maxAgeMs": 300,
+        "batch.pollMs": 50,
+        logLevel: "silent",
+        adminToken: "test-admin-token-0123456789",
+      },
+    });
+    relayer = await startRelayer({ config });
+  });
+
+  after(async () => {
+    await relayer?.stop(2_000);
+    await chain?.stop();
+  });
+
+  const now = async () => (await chain.client.getBlock()).timestamp;
+
+  async function signed(device: PrivateKeyAccount, p: Partial<Payment> & { nonce: bigint }) {
+    const payment: Payment = {
+      payee: PAYEES[0],
+      token: chain.usdc,
+      amount: USDC(1),
+      deadline: (await now()) + 600n,
+      maxFee: 0n,
+      ref: ZERO_REF,
+      ...p,
+    };
+    return toSignedPaymentJson(payment, await signPayment({ signer: device, domain: chain.domain, payment }));
+  }
+
+  async function post(path: string, body: unknown) {
+    const res = await fetch(`${relayer.url}${path}`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+    return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+  }
+
+  async function waitFor(id: Hex, statuses: string[], path = "payments", timeoutMs = 30_000) {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const res = await fetch(`${relayer.url}/v1/${path}/${id}`);
+      const body = (await res.json()) as { status: string };
+      if (statuses.includes(body.status)) return body;
+      if (Date.now() > until) throw new Error(`${id} still ${body.status}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+
+  async function settledOnChain() {
+    const logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: 0n });
+    return settlementsOf(logs as never, chain.deployment.machinePay);
+  }
+
+  it("accepts, batches and settles payments; each ends `settled`, matched by its PaymentSettled event", async () => {
+    const { devices } = await chain.fleet(5);
+    const items = await Promise.all(
+      devices.flatMap((d, i) =>
+        [0n, 1n].map((nonce) => signed(d, { nonce, amount: USDC(1) + BigInt(i), payee: PAYEES[i % 3] })),
+      ),
+    );
+    const { status, body } = await post("/v1/payments", { payments: items });
+    expect(status).to.equal(200);
+    const results = body.results as { id: Hex; status: string }[];
+    expect(results.map((r) => r.status)).to.deep.equal(items.map(() => "accepted"));
+    for (const r of results) await waitFor(r.id, ["settled"]);
+    const onChain = await settledOnChain();
+    for (const [i, d] of devices.entries()) {
+      const mine = onChain.filter(
+        (s) => s.eventName === "PaymentSettled" && s.device.toLowerCase() === d.address.toLowerCase(),
+      );
+      expect(mine.map((s) => (s as { nonce: bigint }).nonce).sort()).to.deep.equal([0n, 1n]);
+      for (const s of mine) {
+        expect((s as { amount: bigint }).amount).to.equal(USDC(1) + BigInt(i));
+        expect(s.token.toLowerCase()).to.equal(chain.usdc.toLowerCase());
+      }
+    }
+  });
+
+  it("refuses at ingest the second of two payments that each fit the period cap but not together", async () => {
+    const { devices } = await chain.fleet(1, { maxPerPeriod: USDC(15), maxPerPayment: USDC(10) });
+    const [a, b] = await Promise.all([
+      signed(devices[0], { nonce: 0n, amount: USDC(8) }),
+      signed(devices[0], { nonce: 1n, amount: USDC(8) }),
+    ]);
+    const first = await post("/v1/payments", { payments: [a] });
+    const second = await post("/v1/payments", { payments: [b] });
+    expect((first.body.results as { status: string }[])[0].status).to.equal("accepted");
+    const r2 = (second.body.results as { status: string; reason: string }[])[0];
+    expect(r2.status).to.equal("rejected");
+    expect(r2.reason).to.equal("ExceedsPeriodCap");
+  });
+
+  it("answers a signed payment posted many times at once with one id and stores it once", async () => {
+    const { devices } = await chain.fleet(1);
+    const item = await signed(devices[0], { nonce: 0n });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => post("/v1/payments", { payments: [item] })));
+    const ids = new Set(answers.map((a) => (a.body.results as { id: Hex }[])[0].id));
+    expect(ids.size).to.equal(1);
+    const [id] = [...ids];
+    await waitFor(id, ["settled"]);
+    const onChain = await settledOnChain();
+    expect(onChain.filter((s) => s.device.toLowerCase() === devices[0].address.toLowerCase())).to.have.length(1);
+  });
+
+  it("two devices signing the very same payment message are two payments, and both settle", async () => {
+    const { devices } = await chain.fleet(2);
+    const deadline = (await now()) + 600n;
+    const [x, y] = await Promise.all(devices.map((d) => signed(d, { nonce: 0n, deadline })));
+    expect(x.payment).to.deep.equal(y.payment);
+    const { body } = await post("/v1/payments", { payments: [x, y] });
+    const results = body.results as { id: Hex; status: string; duplicate?: boolean }[];
+    expect(results.map((r) => r.status)).to.deep.equal(["accepted", "accepted"]);
+    expect(results[0].id).to.not.equal(results[1].id);
+    for (const r of results) await waitFor(r.id, ["settled"]);
+    const settled = (await settledOnChain()).filter((s) =>
+      devices.some((d) => d.address.toLowerCase() === s.device.toLowerCase()),
+    );
+    expect(settled).to.have.length(2);
+  });
+
+  it("a newer voucher supersedes the pending one, an older one is stale, and only the newest settles", async () => {
+    const { devices } = await chain.fleet(1);
+    const device = devices[0];
+    const deadline = (await now()) + 3_600n;
+    const voucher = async (cumulative: bigint) => {
+      const v: Voucher = { payee: PAYEES[1], token: chain.usdc, tabId: 7n, cumulative, deadline, maxFee: 0n };
+      const signature = await signVoucher({ signer: device, domain: chain.domain, voucher: v });
+      return {
+        voucher: { ...v, tabId: "7", cumulative: cumulative.toString(), deadline: deadline.toString(), maxFee: "0" },
+        signature,
+      };
+    };
+    const v1 = await post("/v1/vouchers", { vouchers: [await voucher(USDC(1))] });
+    const v2 = await post("/v1/vouchers", { vouchers: [await voucher(USDC(3))] });
+    const old = await post("/v1/vouchers", { vouchers: [await voucher(USDC(2))] });
+    const id1 = (v1.body.results as { id: Hex }[])[0].id;
+    const id2 = (v2.body.results as { id: Hex; status: string }[])[0].id;
+    expect((v2.body.results as { status: string }[])[0].status).to.equal("accepted");
+    const stale = (old.body.results as { status: string; newest: string }[])[0];
+    expect(stale.status).to.equal("stale");
+    expect(stale.newest).to.equal(USDC(3).toString());
+    await fetch(`${relayer.url}/v1/settle`, {
+      method: "POST",
+      headers: { authorization: "Bearer test-admin-token-0123456789" },
+    });
+    await waitFor(id2, ["settled"], "vouchers", 90_000);
+    expect((await waitFor(id1, ["superseded"], "vouchers")).status).to.equal("superseded");
+    const tab = await chain.client.readContract({
+      address: chain.deployment.machinePay,
+      abi: machinePayAbi,
+      functionName: "getTab",
+      args: [device.address, PAYEES[1], chain.usdc, 7n],
+    });
+    expect(tab.settled).to.equal(USDC(3));
+    const vs = (await settledOnChain()).filter(
+      (s) => s.eventName === "VoucherSettled" && s.device.toLowerCase() === device.address.toLowerCase(),
+    );
+    expect(vs).to.have.length(1);
+  });
+});
