@@ -4,9 +4,9 @@ import { loadFixture, time } from "@nomicfoundation/hardhat-network-helpers";
 import { expect } from "chai";
 import { keccak256, TypedDataEncoder, toUtf8Bytes } from "ethers";
 import { ethers } from "hardhat";
-import { type Hex, packVoucher, toCompactSignature, VOUCHER_TYPE } from "../sdk/src";
+import { type Hex, packVoucher, TAB_CLOSE_TYPE, toCompactSignature, VOUCHER_TYPE } from "../sdk/src";
 import { domainOf, USDC } from "./helpers";
-import { ethersVoucherTypes, tabCloseTypes, tabFixtureWith, toVoucher } from "./tab-helpers";
+import { ethersVoucherTypes, expectVoucherSettled, tabCloseTypes, tabFixtureWith, toVoucher } from "./tab-helpers";
 
 // Pinned on purpose: changing either breaks every device already signing vouchers or closes.
 // Computed once with keccak256(toUtf8Bytes(type)) and written here as literals.
@@ -59,19 +59,30 @@ describe("EIP-712 tab types", () => {
       );
       expect(TypedDataEncoder.hash(await domainOf(pay), ethersVoucherTypes, v)).to.equal(digest);
       const signature = device.signingKey.sign(digest).serialized as Hex;
-      await expect(pay.connect(relayer).settleVouchers(usdcAddress, [packVoucher(v, signature, 3n)], relayer.address))
-        .to.emit(pay, "VoucherSettled")
-        .withArgs(device.address, payee.address, usdcAddress, 9n, USDC(2), USDC(2), 3n);
+      await expectVoucherSettled(
+        pay,
+        pay.connect(relayer).settleVouchers(usdcAddress, [packVoucher(v, signature, 3n)], relayer.address),
+        {
+          device: device.address,
+          payee: payee.address,
+          token: usdcAddress,
+          tabId: 9n,
+          increment: USDC(2),
+          cumulative: USDC(2),
+          fee: 3n,
+        },
+      );
     });
   });
 
-  describe("the TabClose type (not in the sdk yet)", () => {
-    it("the contract's VoucherHash.TAB_CLOSE_TYPE source literal is the pinned string and hashes to the pinned type hash", () => {
+  describe("the TabClose type", () => {
+    it("the contract's VoucherHash.TAB_CLOSE_TYPE source literal and the sdk's TAB_CLOSE_TYPE are the pinned string", () => {
       expect(solidityLiteral("TAB_CLOSE_TYPE")).to.equal(PINNED_TAB_CLOSE_TYPE);
+      expect(TAB_CLOSE_TYPE).to.equal(PINNED_TAB_CLOSE_TYPE);
       expect(keccak256(toUtf8Bytes(PINNED_TAB_CLOSE_TYPE))).to.equal(PINNED_TAB_CLOSE_TYPEHASH);
     });
 
-    it("ethers encodes the tests' TabClose fields to the pinned string", () => {
+    it("ethers encodes the sdk's tabCloseTypes to the pinned string", () => {
       expect(TypedDataEncoder.from(tabCloseTypes).encodeType("TabClose")).to.equal(PINNED_TAB_CLOSE_TYPE);
     });
 

@@ -15,7 +15,8 @@ import {
 } from "../sdk/src";
 import { ethersPaymentTypes, reason } from "./admin-helpers";
 import { deployFixture } from "./fixtures";
-import { domainOf, newDevices, payment, policyParams, USDC } from "./helpers";
+import { domainOf, newDevices, payment, policyParams, registerDevice, USDC } from "./helpers";
+import { expectPaymentSettled } from "./settle-helpers";
 
 // Pinned on purpose: changing either breaks every device already signing. Computed once with
 // keccak256(toUtf8Bytes(PAYMENT_TYPE)) and written here as literals.
@@ -27,7 +28,7 @@ const PINNED_PAYMENT_TYPEHASH = "0xc477d1036850df1e7fc3b5026077e9b0faa948a8e35e6
 async function signingFixture() {
   const base = await deployFixture();
   const [device] = newDevices(1) as [BaseWallet];
-  await base.pay.connect(base.owner).registerDevice(device.address, policyParams(base.usdcAddress));
+  await registerDevice(base.pay, base.owner, device, policyParams(base.usdcAddress));
   return { ...base, device };
 }
 
@@ -110,9 +111,18 @@ describe("EIP-712 types and domain", () => {
       const signature = (await device.signTypedData(domain, ethersPaymentTypes, p)) as Hex;
       const digest = TypedDataEncoder.hash(domain, ethersPaymentTypes, p);
       expect(ethers.recoverAddress(digest, signature)).to.equal(device.address);
-      await expect(pay.connect(relayer).settle(usdcAddress, [packPayment(p, signature)], relayer.address))
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee.address, usdcAddress, USDC(2), 7, p.ref, 0);
+      await expectPaymentSettled(
+        pay,
+        pay.connect(relayer).settle(usdcAddress, [packPayment(p, signature)], relayer.address),
+        {
+          device: device.address,
+          payee: payee.address,
+          token: usdcAddress,
+          amount: USDC(2),
+          nonce: 7n,
+          ref: p.ref,
+        },
+      );
     });
 
     it("a signature over another chain id recovers another key: skipped as UnknownDevice", async () => {

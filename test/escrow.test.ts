@@ -3,7 +3,8 @@ import { expect } from "chai";
 import { ethers } from "hardhat";
 import { ledgerSum, registerNewDevice, settleOne } from "./admin-helpers";
 import { deployFixture, NOTICE_PERIOD } from "./fixtures";
-import { newDevices, policyParams, USDC, ZERO } from "./helpers";
+import { newDevices, policyParams, registerDevice, USDC, ZERO } from "./helpers";
+import { expectPaymentSettled } from "./settle-helpers";
 
 const ETH = ethers.parseEther;
 
@@ -280,11 +281,11 @@ describe("escrow", () => {
       const all = await pay.balanceOf(owner.address, usdcAddress);
       await pay.connect(owner).announceWithdrawal(usdcAddress, all);
       await time.increase(NOTICE_PERIOD / 2);
-      await expect(
+      await expectPaymentSettled(
+        pay,
         settleOne(pay, relayer, device, { payee: payee.address, token: usdcAddress, amount: USDC(5), nonce: 1n }),
-      )
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee.address, usdcAddress, USDC(5), 1, ethers.ZeroHash, 0);
+        { device: device.address, payee: payee.address, token: usdcAddress, amount: USDC(5), nonce: 1n },
+      );
       await time.increase(NOTICE_PERIOD / 2);
       expect(await pay.connect(owner).executeWithdrawal.staticCall(usdcAddress, stranger.address)).to.equal(
         all - USDC(5),
@@ -385,12 +386,12 @@ describe("escrow", () => {
       const { pay, usdcAddress, owner, stranger } = await loadFixture(deployFixture);
       const all = await pay.balanceOf(owner.address, usdcAddress);
       const [ownKey] = newDevices(1);
-      await pay
-        .connect(owner)
-        .registerDevice(
-          ownKey.address,
-          policyParams(usdcAddress, { maxPerPayment: all, maxPerPeriod: all, lifetimeMax: all }),
-        );
+      await registerDevice(
+        pay,
+        owner,
+        ownKey,
+        policyParams(usdcAddress, { maxPerPayment: all, maxPerPeriod: all, lifetimeMax: all }),
+      );
       await settleOne(pay, owner, ownKey, { payee: stranger.address, token: usdcAddress, amount: all });
       await expect(pay.connect(stranger).withdraw(usdcAddress, all, stranger.address)).to.be.reverted;
     });

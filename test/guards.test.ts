@@ -2,7 +2,7 @@ import { loadFixture } from "@nomicfoundation/hardhat-network-helpers";
 import { expect } from "chai";
 import { ethers, network } from "hardhat";
 import { deployFixture, NOTICE_PERIOD } from "./fixtures";
-import { newDevices, payment, policyParams, signPayment } from "./helpers";
+import { assignDevices, newDevices, payment, policyParams, registerDevice, signPayment, USDC } from "./helpers";
 
 // Reentrancy guards, extreme inputs and the preview error path.
 describe("guards and limits", () => {
@@ -41,6 +41,36 @@ describe("guards and limits", () => {
         );
       }
       expect(await pay.balanceOf(stranger.address, tokenAddress)).to.equal(1_000n);
+    });
+
+    it("refuses a deposit whose token transfer re-enters depositWithPermit or depositWithAuthorization", async () => {
+      const { pay, token, tokenAddress, stranger } = await loadFixture(reentrantFixture);
+      const noSig = [27, ethers.ZeroHash, ethers.ZeroHash] as const;
+      const inner = [
+        pay.interface.encodeFunctionData("depositWithPermit", [stranger.address, tokenAddress, 1n, 0n, ...noSig]),
+        pay.interface.encodeFunctionData("depositWithAuthorization", [
+          stranger.address,
+          tokenAddress,
+          1n,
+          0n,
+          0n,
+          ethers.ZeroHash,
+          ...noSig,
+        ]),
+      ];
+      for (const data of inner) {
+        await token.arm(await pay.getAddress(), data);
+        await expect(pay.connect(stranger).deposit(tokenAddress, 100n)).to.be.revertedWithCustomError(
+          pay,
+          "ReentrancyGuardReentrantCall",
+        );
+        // The owner's own depositWithPermit (no permit on this token: it goes ahead on the allowance) is guarded too.
+        await token.arm(await pay.getAddress(), data);
+        await expect(
+          pay.connect(stranger).depositWithPermit(stranger.address, tokenAddress, 100n, 0n, ...noSig),
+        ).to.be.revertedWithCustomError(pay, "ReentrancyGuardReentrantCall");
+      }
+      expect(await pay.balanceOf(stranger.address, tokenAddress)).to.equal(0n);
     });
 
     it("refuses an executeWithdrawal that re-enters executeWithdrawal", async () => {
@@ -106,10 +136,7 @@ describe("guards and limits", () => {
       const { pay, usdcAddress, owner, payee } = await loadFixture(deployFixture);
       const devices = newDevices(30);
       await pay.connect(owner).createPolicy(policyParams(usdcAddress));
-      await pay.connect(owner).assignDevices(
-        1,
-        devices.map((d) => d.address),
-      );
+      await assignDevices(pay, owner, 1, devices);
       const items = [];
       for (const d of devices) {
         items.push(
@@ -122,6 +149,61 @@ describe("guards and limits", () => {
       const [reasons] = await pay.preview.staticCall(usdcAddress, items, owner.address);
       expect(reasons.every((r) => r === 0n)).to.equal(true);
       expect(await pay.balanceOf(payee.address, usdcAddress)).to.equal(0n);
+    });
+
+    it("passes on an error of the rolled-back settlement (a ledger overflow's Panic) instead of reporting results", async () => {
+      const { pay, usdcAddress, owner, payee } = await loadFixture(deployFixture);
+      const [device] = newDevices(1);
+      await registerDevice(pay, owner, device, policyParams(usdcAddress));
+      // _balances' slot: the mapping base whose entry for (owner, usdc) holds the owner's 10,000 USDC.
+      const address = await pay.getAddress();
+      const coder = ethers.AbiCoder.defaultAbiCoder();
+      const entry = (account: string, base: number) =>
+        ethers.keccak256(
+          coder.encode(
+            ["address", "bytes32"],
+            [usdcAddress, ethers.keccak256(coder.encode(["address", "uint256"], [account, base]))],
+          ),
+        );
+      let base = -1;
+      for (let i = 0; i < 20 && base < 0; i++) {
+        if (BigInt(await ethers.provider.getStorage(address, entry(owner.address, i))) === USDC(10_000)) base = i;
+      }
+      expect(base).to.be.greaterThan(-1);
+      // A payee whose ledger balance cannot take another unit (no real token can get it there).
+      await network.provider.send("hardhat_setStorageAt", [
+        address,
+        entry(payee.address, base),
+        ethers.toBeHex(ethers.MaxUint256, 32),
+      ]);
+      expect(await pay.balanceOf(payee.address, usdcAddress)).to.equal(ethers.MaxUint256);
+      const item = await signPayment(
+        pay,
+        device,
+        await payment({ payee: payee.address as `0x${string}`, token: usdcAddress }),
+      );
+      await expect(pay.preview.staticCall(usdcAddress, [item], owner.address)).to.be.revertedWithPanic(0x11);
+      await expect(pay.settle(usdcAddress, [item], owner.address)).to.be.revertedWithPanic(0x11);
+    });
+
+    it("previewAndRevert and previewVouchersAndRevert, called directly, always revert with PreviewResult", async () => {
+      const { pay, usdcAddress, owner, payee, stranger } = await loadFixture(deployFixture);
+      const [device] = newDevices(1);
+      await registerDevice(pay, owner, device, policyParams(usdcAddress));
+      const item = await signPayment(
+        pay,
+        device,
+        await payment({ payee: payee.address as `0x${string}`, token: usdcAddress }),
+      );
+      await expect(pay.connect(stranger).previewAndRevert(usdcAddress, [item], stranger.address))
+        .to.be.revertedWithCustomError(pay, "PreviewResult")
+        .withArgs([0], [device.address]);
+      await expect(pay.connect(stranger).previewVouchersAndRevert(usdcAddress, [], stranger.address))
+        .to.be.revertedWithCustomError(pay, "PreviewResult")
+        .withArgs([], []);
+      // Nothing of the rolled-back settlement stays.
+      expect(await pay.balanceOf(payee.address, usdcAddress)).to.equal(0n);
+      expect((await pay.getDevice(device.address)).lifetimeSpent).to.equal(0n);
     });
   });
 });

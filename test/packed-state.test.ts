@@ -2,7 +2,7 @@ import { loadFixture, time } from "@nomicfoundation/hardhat-network-helpers";
 import { expect } from "chai";
 import { ethers } from "hardhat";
 import { deployFixture } from "./fixtures";
-import { DAY, newDevices, payment, policyParams, signPayment, USDC } from "./helpers";
+import { assignDevices, DAY, newDevices, payment, policyParams, registerDevice, signPayment, USDC } from "./helpers";
 
 // settle reads and writes the device slot as a raw word (contracts/libraries/PackedState.sol);
 // getDevice and getPolicy read the same slots through solc's struct layout. These tests check the
@@ -11,7 +11,7 @@ describe("packed storage layout", () => {
   it("the raw device word settle writes decodes to the expected typed fields", async () => {
     const { pay, usdcAddress, owner, payee } = await loadFixture(deployFixture);
     const [device] = newDevices(1);
-    await pay.connect(owner).registerDevice(device.address, policyParams(usdcAddress, { periodLength: DAY }));
+    await registerDevice(pay, owner, device, policyParams(usdcAddress, { periodLength: DAY }));
     const policyId = await pay.policyCount();
     // nonces 3 then 1: top 3, window bits 0 (nonce 3) and 2 (nonce 1)
     const items = [
@@ -52,7 +52,7 @@ describe("packed storage layout", () => {
       device,
       await payment({ payee: payee.address as `0x${string}`, token: usdcAddress, nonce: 4n }),
     );
-    const [reasons] = await pay.settle.staticCall(usdcAddress, [late], ethers.ZeroAddress);
+    const [reasons] = await pay.preview.staticCall(usdcAddress, [late], ethers.ZeroAddress);
     expect(reasons[0]).to.equal(4n); // DevicePaused
     await pay.connect(owner).setDevicePaused(device.address, false);
     await pay.settle(usdcAddress, [late], ethers.ZeroAddress);
@@ -76,7 +76,7 @@ describe("packed storage layout", () => {
     });
     await pay.connect(owner).createPolicy(params);
     const [device] = newDevices(1);
-    await pay.connect(owner).assignDevices(1, [device.address]);
+    await assignDevices(pay, owner, 1, [device]);
     const p = await pay.getPolicy(1);
     const h = await pay.headroom(device.address); // decodes the same slots through PackedState
     expect(h.owner).to.equal(p.owner);

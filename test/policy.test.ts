@@ -1,10 +1,10 @@
 import { loadFixture } from "@nomicfoundation/hardhat-network-helpers";
 import { expect } from "chai";
-import { ethers } from "hardhat";
 import { REASONS } from "../sdk/src";
 import { reason, registerNewDevice, settleOne } from "./admin-helpers";
 import { deployFixture } from "./fixtures";
-import { DAY, newDevices, policyParams, USDC, ZERO } from "./helpers";
+import { assignDevices, DAY, enrollment, NO_PROOF, newDevices, policyParams, USDC, ZERO } from "./helpers";
+import { expectPaymentSettled } from "./settle-helpers";
 
 const REVOKED = 2n ** 32n - 1n;
 
@@ -16,7 +16,7 @@ async function policyFixture() {
   await pay.connect(owner).createPolicy(policyParams(usdcAddress, { maxPerPayment: USDC(20) }));
   await pay.connect(stranger).createPolicy(policyParams(usdcAddress));
   const [device, spare] = newDevices(2);
-  await pay.connect(owner).assignDevices(1, [device.address]);
+  await assignDevices(pay, owner, 1, [device]);
   return { ...base, device, spare };
 }
 
@@ -214,22 +214,22 @@ describe("policies and devices", () => {
     it("assigns new device keys to the policy", async () => {
       const { pay, owner } = await loadFixture(policyFixture);
       const [a, b] = newDevices(2);
-      const tx = pay.connect(owner).assignDevices(2, [a.address, b.address]);
-      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(a.address, 2, owner.address);
-      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(b.address, 2, owner.address);
+      const tx = assignDevices(pay, owner, 2, [a, b]);
+      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(a.address, 2);
+      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(b.address, 2);
       expect((await pay.getDevice(a.address)).policyId).to.equal(2);
       expect((await pay.getDevice(b.address)).policyId).to.equal(2);
     });
 
-    it("moves a device between the owner's policies and keeps its counters and nonces", async () => {
+    it("moves a device between the owner's policies, with no proof, and keeps its counters and nonces", async () => {
       const f = await loadFixture(policyFixture);
       const { pay, owner, device } = f;
       await payOne(f, 5n);
       const before = await pay.getDevice(device.address);
       expect(before.lifetimeSpent).to.equal(USDC(1));
-      await expect(pay.connect(owner).assignDevices(2, [device.address]))
+      await expect(pay.connect(owner).assignDevices(2, [device.address], [NO_PROOF]))
         .to.emit(pay, "DeviceAssigned")
-        .withArgs(device.address, 2, owner.address);
+        .withArgs(device.address, 2);
       const after = await pay.getDevice(device.address);
       expect(after.policyId).to.equal(2);
       expect([
@@ -248,9 +248,9 @@ describe("policies and devices", () => {
       await expect(payOne(f, 5n)).to.emit(pay, "PaymentSkipped").withArgs(0, device.address, reason("NonceUsed"));
     });
 
-    it("reverts DeviceOwnedByAnother when another owner tries to take a device", async () => {
+    it("reverts DeviceOwnedByAnother when another owner tries to take a device, even with the key's proof for it", async () => {
       const { pay, owner, stranger, device } = await loadFixture(policyFixture);
-      await expect(pay.connect(stranger).assignDevices(3, [device.address]))
+      await expect(assignDevices(pay, stranger, 3, [device]))
         .to.be.revertedWithCustomError(pay, "DeviceOwnedByAnother")
         .withArgs(device.address, owner.address);
       expect((await pay.getDevice(device.address)).policyId).to.equal(1);
@@ -259,14 +259,15 @@ describe("policies and devices", () => {
     it("reverts DeviceIsRevoked for a revoked device", async () => {
       const { pay, owner, device } = await loadFixture(policyFixture);
       await pay.connect(owner).revokeDevice(device.address);
-      await expect(pay.connect(owner).assignDevices(2, [device.address]))
+      await expect(assignDevices(pay, owner, 2, [device]))
         .to.be.revertedWithCustomError(pay, "DeviceIsRevoked")
         .withArgs(device.address);
     });
 
     it("reverts ZeroAddress for the zero key, and assigns none of the batch", async () => {
       const { pay, owner, spare } = await loadFixture(policyFixture);
-      await expect(pay.connect(owner).assignDevices(2, [spare.address, ZERO])).to.be.revertedWithCustomError(
+      const proofs = [await enrollment(pay, spare, owner), NO_PROOF];
+      await expect(pay.connect(owner).assignDevices(2, [spare.address, ZERO], proofs)).to.be.revertedWithCustomError(
         pay,
         "ZeroAddress",
       );
@@ -275,10 +276,10 @@ describe("policies and devices", () => {
 
     it("reverts NotPolicyOwner when assigning to another owner's policy", async () => {
       const { pay, owner, stranger, spare } = await loadFixture(policyFixture);
-      await expect(pay.connect(owner).assignDevices(3, [spare.address]))
+      await expect(assignDevices(pay, owner, 3, [spare]))
         .to.be.revertedWithCustomError(pay, "NotPolicyOwner")
         .withArgs(3, owner.address);
-      await expect(pay.connect(stranger).assignDevices(0, [spare.address]))
+      await expect(assignDevices(pay, stranger, 0, [spare]))
         .to.be.revertedWithCustomError(pay, "UnknownPolicy")
         .withArgs(0);
     });
@@ -289,21 +290,44 @@ describe("policies and devices", () => {
       const { pay, usdcAddress, payee2 } = await loadFixture(deployFixture);
       const [device] = newDevices(1);
       const params = policyParams(usdcAddress, { maxPerPayment: USDC(4) });
-      expect(await pay.connect(payee2).registerDevice.staticCall(device.address, params)).to.equal(1);
-      const tx = pay.connect(payee2).registerDevice(device.address, params);
+      const proof = await enrollment(pay, device, payee2);
+      expect(await pay.connect(payee2).registerDevice.staticCall(device.address, params, proof)).to.equal(1);
+      const tx = pay.connect(payee2).registerDevice(device.address, params, proof);
       await expect(tx).to.emit(pay, "PolicySet");
-      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(device.address, 1, payee2.address);
+      await expect(tx).to.emit(pay, "DeviceAssigned").withArgs(device.address, 1);
       expect(await pay.policyCount()).to.equal(1);
       expect((await pay.getPolicy(1)).maxPerPayment).to.equal(USDC(4));
       expect((await pay.getDevice(device.address)).policyId).to.equal(1);
       expect(await pay.ownsPolicies(payee2.address)).to.equal(true);
     });
 
-    it("reverts DeviceOwnedByAnother, creating no policy, for another owner's device", async () => {
+    it("reverts DeviceOwnedByAnother, creating no policy, for another owner's device (proof or not)", async () => {
       const { pay, usdcAddress, owner, stranger, device } = await loadFixture(policyFixture);
-      await expect(pay.connect(stranger).registerDevice(device.address, policyParams(usdcAddress)))
-        .to.be.revertedWithCustomError(pay, "DeviceOwnedByAnother")
-        .withArgs(device.address, owner.address);
+      for (const proof of [await enrollment(pay, device, stranger), NO_PROOF]) {
+        await expect(pay.connect(stranger).registerDevice(device.address, policyParams(usdcAddress), proof))
+          .to.be.revertedWithCustomError(pay, "DeviceOwnedByAnother")
+          .withArgs(device.address, owner.address);
+      }
+      expect(await pay.policyCount()).to.equal(3);
+      // The owner moving its own key onto a new policy needs no proof.
+      await expect(pay.connect(owner).registerDevice(device.address, policyParams(usdcAddress), NO_PROOF))
+        .to.emit(pay, "DeviceAssigned")
+        .withArgs(device.address, 4);
+    });
+
+    it("reverts InvalidEnrollment, creating no policy, for a new key without its proof", async () => {
+      const { pay, usdcAddress, stranger, spare } = await loadFixture(policyFixture);
+      await expect(pay.connect(stranger).registerDevice(spare.address, policyParams(usdcAddress), NO_PROOF))
+        .to.be.revertedWithCustomError(pay, "InvalidEnrollment")
+        .withArgs(spare.address, stranger.address);
+      expect(await pay.policyCount()).to.equal(3);
+    });
+
+    it("reverts ZeroAddress for the zero key", async () => {
+      const { pay, usdcAddress, owner } = await loadFixture(policyFixture);
+      await expect(
+        pay.connect(owner).registerDevice(ZERO, policyParams(usdcAddress), NO_PROOF),
+      ).to.be.revertedWithCustomError(pay, "ZeroAddress");
       expect(await pay.policyCount()).to.equal(3);
     });
   });
@@ -358,26 +382,39 @@ describe("policies and devices", () => {
     it("a revoked key cannot be registered again, by its owner or anyone", async () => {
       const { pay, usdcAddress, owner, stranger, device } = await loadFixture(policyFixture);
       await pay.connect(owner).revokeDevice(device.address);
+      // Not even with a fresh proof signed by the key itself.
       for (const who of [owner, stranger]) {
-        await expect(pay.connect(who).registerDevice(device.address, policyParams(usdcAddress)))
+        const proof = await enrollment(pay, device, who);
+        await expect(pay.connect(who).registerDevice(device.address, policyParams(usdcAddress), proof))
           .to.be.revertedWithCustomError(pay, "DeviceIsRevoked")
           .withArgs(device.address);
       }
-      await expect(pay.connect(stranger).assignDevices(3, [device.address]))
+      await expect(assignDevices(pay, stranger, 3, [device]))
         .to.be.revertedWithCustomError(pay, "DeviceIsRevoked")
         .withArgs(device.address);
     });
 
-    // Skipped: fails today. Registration takes no proof that the caller holds the device key, so
-    // anyone who sees a key (in the owner's pending registerDevice, or in a payment it signed
-    // elsewhere) can register it first on a paused or zero-cap policy of its own and revoke it: the
-    // key is then burnt for good and the real owner must re-provision the device. A fix would be a
-    // device signature over (owner, policyId) in registerDevice/assignDevices.
-    it.skip("a key cannot be registered, and so burnt, by someone who does not hold it", async () => {
+    // Registration used to take no proof that the caller holds the device key: anyone who saw a key
+    // (in the owner's pending registerDevice, or in a payment it signed elsewhere) could register it
+    // first on a policy of its own and revoke it, burning the key for good. Binding a new key now
+    // needs the key's Enrollment(owner) signature (test/enrollment.test.ts covers every path).
+    it("a key cannot be registered, and so burnt, by someone who does not hold it", async () => {
       const { pay, usdcAddress, owner, stranger, spare } = await loadFixture(policyFixture);
-      await pay.connect(stranger).registerDevice(spare.address, policyParams(usdcAddress, { lifetimeMax: 0 }));
-      await pay.connect(stranger).revokeDevice(spare.address);
-      await expect(pay.connect(owner).registerDevice(spare.address, policyParams(usdcAddress))).to.not.be.reverted;
+      const [strangersKey] = newDevices(1);
+      const ownersProof = await enrollment(pay, spare, owner); // as seen in the owner's pending transaction
+      for (const proof of [NO_PROOF, ownersProof, await enrollment(pay, strangersKey, stranger)]) {
+        await expect(
+          pay.connect(stranger).registerDevice(spare.address, policyParams(usdcAddress, { lifetimeMax: 0 }), proof),
+        )
+          .to.be.revertedWithCustomError(pay, "InvalidEnrollment")
+          .withArgs(spare.address, stranger.address);
+      }
+      await expect(pay.connect(stranger).revokeDevice(spare.address))
+        .to.be.revertedWithCustomError(pay, "DeviceNotRegistered")
+        .withArgs(spare.address);
+      await expect(pay.connect(owner).registerDevice(spare.address, policyParams(usdcAddress), ownersProof))
+        .to.emit(pay, "DeviceAssigned")
+        .withArgs(spare.address, 4);
     });
 
     it("reverts NotDeviceOwner for anyone but the owner, and DeviceNotRegistered for an unknown key", async () => {
@@ -409,9 +446,13 @@ describe("policies and devices", () => {
       await expect(payOne(f, 0n)).to.emit(pay, "PaymentSkipped").withArgs(0, device.address, 6);
       expect((await pay.headroom(device.address)).status).to.equal(6);
       await pay.connect(owner).updatePolicy(1, policyParams(usdcAddress));
-      await expect(payOne(f, 0n))
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, f.payee.address, usdcAddress, USDC(1), 0, ethers.ZeroHash, 0);
+      await expectPaymentSettled(pay, payOne(f, 0n), {
+        device: device.address,
+        payee: f.payee.address,
+        token: usdcAddress,
+        amount: USDC(1),
+        nonce: 0n,
+      });
     });
 
     it("freezes only the caller's devices, and not the policies it creates afterwards", async () => {

@@ -10,10 +10,18 @@ import { expect } from "chai";
 import type { BaseWallet, ContractTransactionResponse } from "ethers";
 import fc from "fast-check";
 import { ethers } from "hardhat";
-import { type Address, type Hex, LIMITS, type PackedPayment, REASONS, type ReasonName } from "../sdk/src";
+import {
+  type Address,
+  type Hex,
+  LIMITS,
+  type PackedPayment,
+  REASONS,
+  type ReasonName,
+  unpackPaymentAmounts,
+} from "../sdk/src";
 import type { MachinePay } from "../typechain-types";
 import { NOTICE_PERIOD } from "./fixtures";
-import { domainOf } from "./helpers";
+import { domainOf, enrollmentFor } from "./helpers";
 import {
   assertNoDoubleSettlement,
   assertWithinCaps,
@@ -310,11 +318,14 @@ class Scenario {
     const p3 = params(generous, { token: this.fx.stranger.address });
     this.policyParams.set(1, p1).set(2, p2).set(3, p3);
 
-    await this.send(() => pay.connect(owner).registerDevice(A.address, p1));
-    await this.send(() => pay.connect(owner).assignDevices(1, [B.address]));
-    await this.send(() => pay.connect(owner).registerDevice(C.address, p2));
+    const { domain } = this.fx;
+    const proof = (d: BaseWallet) => enrollmentFor(domain, d, owner);
+    const [pA, pB, pC, pD] = await Promise.all([A, B, C, D].map(proof));
+    await this.send(() => pay.connect(owner).registerDevice(A.address, p1, pA));
+    await this.send(() => pay.connect(owner).assignDevices(1, [B.address], [pB]));
+    await this.send(() => pay.connect(owner).registerDevice(C.address, p2, pC));
     await this.send(() => pay.connect(owner).setPayees(2, [payee.address], true));
-    await this.send(() => pay.connect(owner).registerDevice(D.address, p3));
+    await this.send(() => pay.connect(owner).registerDevice(D.address, p3, pD));
     await this.send(() => pay.connect(owner).deposit(token, s.deposit));
 
     const toModel = (id: number, { payeesRestricted, ...p }: PolicyParams, allowed: string[] = []) =>
@@ -511,11 +522,11 @@ class Scenario {
     }
     const payments = built.map((b) => b.packed);
 
-    // What settle returns, from a call in the very block the transaction then lands in.
+    // What preview says settle will do, from a call in the very block the transaction then lands in.
     await time.setNextBlockTimestamp(t);
     const [reasons, devices] = await pay
       .connect(relayer)
-      .settle.staticCall(token, payments, feeRecipientArg, { blockTag: "pending" });
+      .preview.staticCall(token, payments, feeRecipientArg, { blockTag: "pending" });
     await time.setNextBlockTimestamp(t);
     const receipt = await (await pay.connect(relayer).settle(token, payments, feeRecipientArg)).wait();
     if (!receipt) throw new Error("settle: no receipt");
@@ -532,7 +543,8 @@ class Scenario {
       const parsed = pay.interface.parseLog(log);
       if (parsed?.name === "PaymentSkipped") emitted[Number(parsed.args.index)] = reasonName(parsed.args.reason);
       if (parsed?.name === "PaymentSettled") {
-        const { device, payee, amount, fee, nonce } = parsed.args;
+        const { device, payee, amounts } = parsed.args;
+        const { amount, fee, nonce } = unpackPaymentAmounts(amounts);
         emittedSettled.push({ device, payee, amount, fee, nonce, t });
         this.accounts.add(key(payee));
       }
@@ -626,8 +638,8 @@ describe("settle: properties over random batch sequences", () => {
       fc.asyncProperty(setupArb, opsArb, async (setup, ops) => {
         const scenario = await runScenario(setup, ops, coverage, async (s, result) => {
           if (!result) return;
-          expect(result.returned, "settle's reasons vs the model").to.deep.equal(result.expected);
-          expect(result.emitted, "PaymentSkipped reasons vs settle's").to.deep.equal(result.returned);
+          expect(result.returned, "preview's reasons vs the model").to.deep.equal(result.expected);
+          expect(result.emitted, "PaymentSkipped reasons vs preview's").to.deep.equal(result.returned);
           result.expectedSigners.forEach((signer, i) => {
             const device = result.returnedDevices[i];
             if (signer === null) expect(device, `device of item ${i}`).to.equal(ZERO);
@@ -711,16 +723,20 @@ describe("NonceWindow: properties through settle, getDevice and nonceStatus", ()
           let clock = START;
           const at = async () => time.setNextBlockTimestamp(++clock);
           await at();
-          await pay.connect(owner).registerDevice(device.address, {
-            token,
-            maxPerPayment: BIG,
-            maxPerPeriod: BIG,
-            periodLength: 60,
-            lifetimeMax: BIG,
-            validFrom: 0,
-            validUntil: 0,
-            payeesRestricted: false,
-          });
+          await pay.connect(owner).registerDevice(
+            device.address,
+            {
+              token,
+              maxPerPayment: BIG,
+              maxPerPeriod: BIG,
+              periodLength: 60,
+              lifetimeMax: BIG,
+              validFrom: 0,
+              validUntil: 0,
+              payeesRestricted: false,
+            },
+            await enrollmentFor(domain, device, owner),
+          );
           await at();
           await pay.connect(owner).deposit(token, 1_000_000);
           const model = new MachinePayModel(owner.address).assign(device.address, 1).nonces;
@@ -761,11 +777,11 @@ describe("NonceWindow: properties through settle, getDevice and nonceStatus", ()
             await at();
             const [reasons] = await pay
               .connect(relayer)
-              .settle.staticCall(token, payments, ZERO, { blockTag: "pending" });
+              .preview.staticCall(token, payments, ZERO, { blockTag: "pending" });
             await time.setNextBlockTimestamp(clock);
             await (await pay.connect(relayer).settle(token, payments, ZERO)).wait();
             const returned = [...reasons].map(reasonName);
-            expect(returned, "settle's reasons vs the model window").to.deep.equal(expected);
+            expect(returned, "preview's reasons vs the model window").to.deep.equal(expected);
             for (const r of returned) outcomes.set(r, (outcomes.get(r) ?? 0) + 1);
 
             const { top, window } = model.packed();

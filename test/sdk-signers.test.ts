@@ -6,11 +6,13 @@ import { privateKeyToAccount } from "viem/accounts";
 import { hardhat } from "viem/chains";
 import {
   type Address,
+  type DeviceProof,
   type Hex,
   hashPayment,
   type PaymentSigner,
   packPayment,
   paymentTypes,
+  signEnrollment,
   signPayment,
   ZERO_REF,
 } from "../sdk/src";
@@ -27,7 +29,7 @@ describe("sdk signers settle on chain", () => {
     return { ...f, rpcAccount: signers[6], ethersAccount: signers[7] };
   }
 
-  it("settles payments signed by a viem account, a viem WalletClient, an ethers Signer and a raw v4 function", async () => {
+  it("enrolls keys and settles payments signed by a viem account, a viem WalletClient, an ethers Signer and a raw v4 function", async () => {
     const { pay, usdcAddress, owner, payee, rpcAccount, ethersAccount } = await loadFixture(fixture);
     const domain = await domainOf(pay);
     const viemAccount = privateKeyToAccount(LOCAL_KEY);
@@ -50,7 +52,15 @@ describe("sdk signers settle on chain", () => {
     ];
     const id = await pay.connect(owner).createPolicy.staticCall(policyParams(usdcAddress));
     await pay.connect(owner).createPolicy(policyParams(usdcAddress));
-    await pay.connect(owner).assignDevices(id, [...new Set(kinds.map((k) => k.device))]);
+    // Each kind signs its key's Enrollment too; a key signed by two kinds gives the same proof.
+    const proofs = new Map<string, DeviceProof>();
+    for (const k of kinds) {
+      const proof = await signEnrollment({ signer: k.signer, domain, owner: owner.address as Address });
+      const earlier = proofs.get(k.device);
+      if (earlier) expect(proof, k.name).to.deep.equal(earlier);
+      proofs.set(k.device, proof);
+    }
+    await pay.connect(owner).assignDevices(id, [...proofs.keys()], [...proofs.values()]);
 
     const deadline = BigInt((await ethers.provider.getBlock("latest"))!.timestamp + 600);
     const items = [];
@@ -72,7 +82,7 @@ describe("sdk signers settle on chain", () => {
       );
       items.push(packPayment(payment, signature));
     }
-    const [reasons, devices] = await pay.settle.staticCall(usdcAddress, items, ethers.ZeroAddress);
+    const [reasons, devices] = await pay.preview.staticCall(usdcAddress, items, ethers.ZeroAddress);
     expect(reasons.map(Number)).to.deep.equal(kinds.map(() => 0));
     expect(devices).to.deep.equal(kinds.map((k) => k.device));
     await pay.settle(usdcAddress, items, ethers.ZeroAddress);

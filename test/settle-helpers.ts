@@ -4,17 +4,21 @@ import type { AddressLike, BaseWallet, ContractTransactionReceipt, ContractTrans
 import { ethers } from "hardhat";
 import {
   type Address,
+  type Hex,
   type MachinePayDomain,
   type PackedPayment,
   type Payment,
   packPayment,
+  packPaymentAmounts,
   REASONS,
   type ReasonName,
+  settlementsOf,
   signPayment as signWithSdk,
+  unpackPaymentAmounts,
 } from "../sdk/src";
 import type { IMachinePay, MachinePay } from "../typechain-types";
 import { deployFixture } from "./fixtures";
-import { payment, policyParams, signPayment, USDC, ZERO } from "./helpers";
+import { payment, policyParams, registerDevice, signPayment, USDC, ZERO } from "./helpers";
 
 /** Reason numbers by name (IMachinePay.Reason). */
 export const R = Object.fromEntries(REASONS.map((name, i) => [name, i])) as Record<ReasonName, number>;
@@ -74,7 +78,7 @@ export async function signedFor(
   return packPayment(p, await signWithSdk({ signer: device, domain, payment: p }), fee);
 }
 
-/** Create a policy for `owner` in `token` and register `device` on it; returns the policy id. */
+/** Create a policy for `owner` in `token` and register `device` on it (with its proof); returns the policy id. */
 export async function register(
   pay: MachinePay,
   owner: Signer,
@@ -82,7 +86,7 @@ export async function register(
   token: string,
   overrides: Partial<IMachinePay.PolicyParamsStruct> = {},
 ): Promise<bigint> {
-  await pay.connect(owner).registerDevice(device.address, policyParams(token, overrides));
+  await registerDevice(pay, owner, device, policyParams(token, overrides));
   return pay.policyCount();
 }
 
@@ -99,6 +103,7 @@ export function word(value: bigint): `0x${string}` {
 export type SettledLog = {
   device: string;
   payee: string;
+  /** From the transaction's BatchSettled (PaymentSettled does not carry it). */
   token: string;
   amount: bigint;
   nonce: bigint;
@@ -111,16 +116,28 @@ export type Outcome = {
   receipt: ContractTransactionReceipt;
   /** Per item, decoded from the logs (0 = settled). */
   reasons: number[];
-  /** Per item, as settle returned them (only when the batch was simulated first), else from the skip logs. */
+  /** Per item, as preview returned them (only when the batch was previewed first), else from the logs. */
   devices: string[];
   settled: SettledLog[];
 };
 
+/** A receipt's logs in the shape the sdk's decoders take. */
+export function sdkLogs(receipt: ContractTransactionReceipt) {
+  return receipt.logs.map((log) => ({
+    address: log.address as Address,
+    data: log.data as Hex,
+    topics: [...log.topics] as [Hex, ...Hex[]],
+    logIndex: log.index,
+  }));
+}
+
 /**
  * Settle a batch and check that its logs tell one consistent story: one PaymentSkipped per
- * skipped item in order, one PaymentSettled per settled item, BatchSettled with the counts. Unless
- * `at` is given, the batch is first run with staticCall and the returned reasons must match the
- * logs (eth_call does not honour setNextBlockTimestamp, so batches pinned to a time skip that).
+ * skipped item in order, one PaymentSettled per settled item, BatchSettled with the counts, and
+ * the sdk's settlementsOf reads the same settlements (token included) from the raw logs. Unless
+ * `at` is given, the batch is first run through preview (eth_call) and the reasons and devices it
+ * returns must match the logs (eth_call does not honour setNextBlockTimestamp, so batches pinned
+ * to a time skip that). settle itself returns nothing.
  */
 export async function settleBatch(
   pay: MachinePay,
@@ -130,10 +147,10 @@ export async function settleBatch(
   opts: { feeRecipient?: AddressLike; at?: number } = {},
 ): Promise<Outcome> {
   const feeRecipient = opts.feeRecipient ?? ZERO;
-  let simulated: { reasons: number[]; devices: string[] } | undefined;
+  let previewed: { reasons: number[]; devices: string[] } | undefined;
   if (opts.at === undefined) {
-    const [reasons, devices] = await pay.connect(submitter).settle.staticCall(token, items, feeRecipient);
-    simulated = { reasons: reasons.map(Number), devices: [...devices] };
+    const [reasons, devices] = await pay.connect(submitter).preview.staticCall(token, items, feeRecipient);
+    previewed = { reasons: reasons.map(Number), devices: [...devices] };
   } else {
     await time.setNextBlockTimestamp(opts.at);
   }
@@ -146,7 +163,7 @@ export async function settleBatch(
   const devices: string[] = items.map(() => ZERO);
   const settled: SettledLog[] = [];
   const skippedIndexes: number[] = [];
-  let batch: { settled: bigint; skipped: bigint } | undefined;
+  let batch: { settled: bigint; skipped: bigint; token: string } | undefined;
   for (const log of receipt.logs) {
     if (log.address !== payAddress) continue;
     const parsed = pay.interface.parseLog(log);
@@ -157,10 +174,14 @@ export async function settleBatch(
       reasons[index] = Number(parsed.args.reason);
       devices[index] = parsed.args.device;
     } else if (parsed.name === "PaymentSettled") {
-      const { device, payee, token: t, amount, nonce, ref, fee } = parsed.args;
-      settled.push({ device, payee, token: t, amount, nonce, ref, fee });
+      const { device, payee, ref, amounts } = parsed.args;
+      const { amount, fee, nonce } = unpackPaymentAmounts(amounts);
+      expect(packPaymentAmounts({ amount, fee, nonce }), "PaymentSettled amounts: no bits beyond the fields").to.equal(
+        amounts,
+      );
+      settled.push({ device, payee, token: "", amount, nonce, ref, fee });
     } else if (parsed.name === "BatchSettled") {
-      batch = { settled: parsed.args.settled, skipped: parsed.args.skipped };
+      batch = { settled: parsed.args.settled, skipped: parsed.args.skipped, token: parsed.args.token };
     }
   }
   expect(skippedIndexes, "skip logs in item order").to.deep.equal([...skippedIndexes].sort((a, b) => a - b));
@@ -169,15 +190,64 @@ export async function settleBatch(
   expect(batch, "BatchSettled").to.deep.equal({
     settled: BigInt(settled.length),
     skipped: BigInt(skippedIndexes.length),
+    token: ethers.getAddress(token),
   });
+  for (const s of settled) s.token = batch!.token;
+  // The sdk's decoder reads the same settlements, with the token joined from BatchSettled.
+  const fromSdk = settlementsOf(sdkLogs(receipt), payAddress as Address).map((s) => {
+    if (s.eventName !== "PaymentSettled") throw new Error(`settle emitted ${s.eventName}`);
+    return {
+      device: s.device,
+      payee: s.payee,
+      token: s.token,
+      amount: s.amount,
+      nonce: s.nonce,
+      ref: s.ref,
+      fee: s.fee,
+    };
+  });
+  expect(fromSdk, "sdk settlementsOf vs the parsed logs").to.deep.equal(settled);
   // Settled items carry their device in PaymentSettled, in item order.
   let k = 0;
   for (let i = 0; i < items.length; i++) if (reasons[i] === 0) devices[i] = settled[k++].device;
-  if (simulated) {
-    expect(reasons, "settle's return value agrees with its logs").to.deep.equal(simulated.reasons);
-    expect(devices, "settle's returned devices agree with its logs").to.deep.equal(simulated.devices);
+  if (previewed) {
+    expect(reasons, "preview's reasons agree with settle's logs").to.deep.equal(previewed.reasons);
+    expect(devices, "preview's devices agree with settle's logs").to.deep.equal(previewed.devices);
   }
   return { tx, receipt, reasons, devices, settled };
+}
+
+/**
+ * `tx` emitted PaymentSettled for this payment (amounts packed as the event packs them) and the
+ * batch's BatchSettled names `token`.
+ */
+export async function expectPaymentSettled(
+  pay: MachinePay,
+  tx: ContractTransactionResponse | Promise<ContractTransactionResponse>,
+  p: { device: string; payee: string; token: string; amount: bigint; nonce: bigint; ref?: string; fee?: bigint },
+) {
+  const fee = p.fee ?? 0n;
+  const ref = p.ref ?? ethers.ZeroHash;
+  const response = await tx;
+  await expect(response)
+    .to.emit(pay, "PaymentSettled")
+    .withArgs(p.device, p.payee, ref, packPaymentAmounts({ amount: p.amount, fee, nonce: p.nonce }));
+  const receipt = (await response.wait())!;
+  const settled = settlementsOf(sdkLogs(receipt), (await pay.getAddress()) as Address);
+  expect(
+    settled.some(
+      (s) =>
+        s.eventName === "PaymentSettled" &&
+        s.device === ethers.getAddress(p.device) &&
+        s.payee === ethers.getAddress(p.payee) &&
+        s.token === ethers.getAddress(p.token) &&
+        s.amount === p.amount &&
+        s.fee === fee &&
+        s.nonce === p.nonce &&
+        s.ref === ref,
+    ),
+    "the settlement, with its batch's token",
+  ).to.equal(true);
 }
 
 /** settleBatch, then: the reasons are exactly `expected`, and each skip is in a PaymentSkipped event. */

@@ -3,10 +3,11 @@ import { expect } from "chai";
 import { ethers } from "hardhat";
 import { type Address, machinePayDomain, REASONS } from "../sdk/src";
 import { ethersPaymentTypes } from "./admin-helpers";
-import { DAY, domainOf, newDevices, USDC, ZERO } from "./helpers";
+import { assignDevices, DAY, domainOf, newDevices, USDC, ZERO } from "./helpers";
 import {
   applyMoves,
   expectLedgerMatchesHoldings,
+  expectPaymentSettled,
   ledger,
   type Move,
   R,
@@ -197,18 +198,28 @@ describe("settle", () => {
         "None",
         "DeadlinePassed",
       ]);
-      await expect(out.tx)
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee.address, usdcAddress, USDC(2), 0n, ref, 0n);
-      await expect(out.tx)
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee2.address, usdcAddress, 7n, 2n, ethers.ZeroHash, 3n);
+      await expectPaymentSettled(pay, out.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdcAddress,
+        amount: USDC(2),
+        nonce: 0n,
+        ref,
+      });
+      await expectPaymentSettled(pay, out.tx, {
+        device: device.address,
+        payee: payee2.address,
+        token: usdcAddress,
+        amount: 7n,
+        nonce: 2n,
+        fee: 3n,
+      });
       await expect(out.tx).to.emit(pay, "BatchSettled").withArgs(relayer.address, relayer.address, usdcAddress, 2, 3);
     });
 
     it("an empty batch settles nothing and emits BatchSettled(0, 0)", async () => {
       const { pay, relayer, usdcAddress } = await loadFixture(deviceFixture);
-      expect(await pay.connect(relayer).settle.staticCall(usdcAddress, [], ZERO)).to.deep.equal([[], []]);
+      expect(await pay.connect(relayer).preview.staticCall(usdcAddress, [], ZERO)).to.deep.equal([[], []]);
       await expect(pay.connect(relayer).settle(usdcAddress, [], ZERO))
         .to.emit(pay, "BatchSettled")
         .withArgs(relayer.address, relayer.address, usdcAddress, 0, 0);
@@ -348,9 +359,13 @@ describe("settle", () => {
         [await signed(pay, device, { payee: payee.address, token: usdc2Address })],
         ["None"],
       );
-      await expect(out.tx)
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee.address, usdc2Address, USDC(1), 0n, ethers.ZeroHash, 0n);
+      await expectPaymentSettled(pay, out.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdc2Address,
+        amount: USDC(1),
+        nonce: 0n,
+      });
       expect(await pay.balanceOf(owner.address, usdc2Address)).to.equal(USDC(999));
       expect(await pay.balanceOf(payee.address, usdc2Address)).to.equal(USDC(1));
       expect(await pay.balanceOf(owner.address, usdcAddress)).to.equal(usdcBefore);
@@ -413,7 +428,7 @@ describe("settle", () => {
     it("PolicyPaused for every device of a paused policy, not for the owner's other policies", async () => {
       const { pay, owner, relayer, payee, usdcAddress, device } = await loadFixture(deviceFixture);
       const [sibling, other] = newDevices(2);
-      await pay.connect(owner).assignDevices(1, [sibling.address]);
+      await assignDevices(pay, owner, 1, [sibling]);
       await register(pay, owner, other, usdcAddress);
       await pay.connect(owner).setPolicyPaused(1, true);
       const to = { payee: payee.address, token: usdcAddress };
@@ -522,9 +537,14 @@ describe("settle", () => {
         ["None", "None"],
         { feeRecipient: stranger.address },
       );
-      await expect(out.tx)
-        .to.emit(pay, "PaymentSettled")
-        .withArgs(device.address, payee.address, usdcAddress, USDC(2), 0n, ethers.ZeroHash, 500n);
+      await expectPaymentSettled(pay, out.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdcAddress,
+        amount: USDC(2),
+        nonce: 0n,
+        fee: 500n,
+      });
       await expect(out.tx).to.emit(pay, "BatchSettled").withArgs(relayer.address, stranger.address, usdcAddress, 2, 0);
       expect(await pay.balanceOf(stranger.address, usdcAddress)).to.equal(999n);
       expect(await pay.balanceOf(relayer.address, usdcAddress)).to.equal(0n);
@@ -786,7 +806,7 @@ describe("settle", () => {
       return { ...f, owner3, capped };
     }
 
-    it("returns what settle returns, including effects within the batch, and changes no state", async () => {
+    it("returns what settle then does, including effects within the batch, and changes no state", async () => {
       const { pay, relayer, payee, usdcAddress, device, capped, accounts, owner3 } = await loadFixture(previewFixture);
       const to = { payee: payee.address, token: usdcAddress };
       const items = [
@@ -809,10 +829,7 @@ describe("settle", () => {
       ].map((name) => R[name as keyof typeof R]);
 
       const [previewReasons, previewDevices] = await pay.connect(relayer).preview.staticCall(usdcAddress, items, ZERO);
-      const [settleReasons, settleDevices] = await pay.connect(relayer).settle.staticCall(usdcAddress, items, ZERO);
       expect(previewReasons.map(Number)).to.deep.equal(expected);
-      expect(previewReasons).to.deep.equal(settleReasons);
-      expect(previewDevices).to.deep.equal(settleDevices);
       expect(previewDevices).to.deep.equal([
         capped.address,
         capped.address,
@@ -831,8 +848,18 @@ describe("settle", () => {
       expect(await ledger(pay, usdcAddress, accounts)).to.deep.equal(ledgerBefore);
       expect(await Promise.all([capped, device].map((x) => pay.getDevice(x.address)))).to.deep.equal(devicesBefore);
 
+      // settle returns nothing (per-item results are preview's and the events').
+      const settleCall = pay.interface.encodeFunctionData("settle", [usdcAddress, items, ZERO]);
+      const returned = await ethers.provider.call({
+        from: relayer.address,
+        to: await pay.getAddress(),
+        data: settleCall,
+      });
+      expect(returned, "settle's return data").to.equal("0x");
+
       // Settle then does exactly what preview said.
-      await settleExpect(pay, relayer, usdcAddress, items, expected);
+      const out = await settleExpect(pay, relayer, usdcAddress, items, expected);
+      expect(out.devices).to.deep.equal([...previewDevices]);
       expect(await pay.balanceOf(owner3.address, usdcAddress)).to.equal(USDC(1));
       expect(await pay.balanceOf(relayer.address, usdcAddress)).to.equal(5n);
     });

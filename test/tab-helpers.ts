@@ -1,6 +1,6 @@
 /**
  * Helpers for the tab (cumulative voucher) tests: signing and packing vouchers and TabClose
- * messages, and settling a voucher batch while checking that its return value and its logs tell
+ * messages, and settling a voucher batch while checking that previewVouchers and its logs tell
  * one consistent story (as settleBatch in settle-helpers.ts does for payments).
  */
 
@@ -21,31 +21,30 @@ import {
   type MachinePayDomain,
   type PackedVoucher,
   packVoucher,
+  packVoucherAmounts,
   REASONS,
   type ReasonName,
+  tabCloseTypes as sdkTabCloseTypes,
+  settlementsOf,
   signVoucher,
   toCompactSignature,
+  unpackVoucherAmounts,
   type Voucher,
   voucherTypes,
 } from "../sdk/src";
 import type { MachinePay } from "../typechain-types";
 import { NOTICE_PERIOD } from "./fixtures";
 import { domainOf, newDevices } from "./helpers";
-import { FAR, R, register, settleFixture } from "./settle-helpers";
+import { FAR, R, register, sdkLogs, settleFixture } from "./settle-helpers";
 
 export { NOTICE_PERIOD };
 
 /** One period for the life of the test chain: no period rollover unless a test asks for one. */
 export const HUGE_PERIOD = 2 ** 32 - 1;
 
-/** The TabClose type exactly as contracts/libraries/VoucherHash.sol declares it (not in the sdk yet). */
+/** sdk `tabCloseTypes` as ethers' mutable TypedDataField records (the sdk's are `as const`). */
 export const tabCloseTypes: Record<string, TypedDataField[]> = {
-  TabClose: [
-    { name: "payee", type: "address" },
-    { name: "token", type: "address" },
-    { name: "tabId", type: "uint256" },
-    { name: "deadline", type: "uint256" },
-  ],
+  TabClose: sdkTabCloseTypes.TabClose.map((field) => ({ ...field })),
 };
 
 /** sdk `voucherTypes` as ethers' mutable TypedDataField records (the sdk's are `as const`). */
@@ -121,19 +120,26 @@ export type VoucherOutcome = {
   receipt: ContractTransactionReceipt;
   /** Per item, from the logs (0 = settled). */
   reasons: number[];
-  /** Per item: from the skip logs or VoucherSettled (and equal to what a simulation returned). */
+  /** Per item: from the skip logs or VoucherSettled (and equal to what previewVouchers returned). */
   devices: string[];
   settled: VoucherSettledLog[];
   /** The block time the batch settled at. */
   timestamp: number;
 };
 
-export function parseVoucherLogs(pay: MachinePay, receipt: ContractTransactionReceipt, n: number, payAddress: string) {
+/** The batch's logs, checked for one consistent story; `token`, if given, must be BatchSettled's. */
+export function parseVoucherLogs(
+  pay: MachinePay,
+  receipt: ContractTransactionReceipt,
+  n: number,
+  payAddress: string,
+  token?: string,
+) {
   const reasons: number[] = Array.from({ length: n }, () => 0);
   const devices: string[] = Array.from({ length: n }, () => ethers.ZeroAddress);
   const settled: VoucherSettledLog[] = [];
   const skippedIndexes: number[] = [];
-  let batch: { settled: bigint; skipped: bigint } | undefined;
+  let batch: { settled: bigint; skipped: bigint; token: string } | undefined;
   for (const log of receipt.logs) {
     if (log.address !== payAddress) continue;
     const parsed = pay.interface.parseLog(log);
@@ -144,10 +150,15 @@ export function parseVoucherLogs(pay: MachinePay, receipt: ContractTransactionRe
       reasons[index] = Number(parsed.args.reason);
       devices[index] = parsed.args.device;
     } else if (parsed.name === "VoucherSettled") {
-      const { device, payee, token, tabId, increment, cumulative, fee } = parsed.args;
-      settled.push({ device, payee, token, tabId, increment, cumulative, fee });
+      const { device, payee, tabId, amounts } = parsed.args;
+      const { increment, fee, cumulative } = unpackVoucherAmounts(amounts);
+      expect(
+        packVoucherAmounts({ increment, fee, cumulative }),
+        "VoucherSettled amounts: no bits beyond the fields",
+      ).to.equal(amounts);
+      settled.push({ device, payee, token: "", tabId, increment, cumulative, fee });
     } else if (parsed.name === "BatchSettled") {
-      batch = { settled: parsed.args.settled, skipped: parsed.args.skipped };
+      batch = { settled: parsed.args.settled, skipped: parsed.args.skipped, token: parsed.args.token };
     } else if (parsed.name === "PaymentSettled" || parsed.name === "PaymentSkipped") {
       throw new Error(`settleVouchers emitted ${parsed.name}`);
     }
@@ -155,19 +166,74 @@ export function parseVoucherLogs(pay: MachinePay, receipt: ContractTransactionRe
   expect(skippedIndexes, "skip logs in item order").to.deep.equal([...skippedIndexes].sort((a, b) => a - b));
   expect(new Set(skippedIndexes).size, "one skip log per item").to.equal(skippedIndexes.length);
   expect(settled.length + skippedIndexes.length, "every item is settled or skipped").to.equal(n);
-  expect(batch, "BatchSettled").to.deep.equal({
+  expect(batch && { settled: batch.settled, skipped: batch.skipped }, "BatchSettled").to.deep.equal({
     settled: BigInt(settled.length),
     skipped: BigInt(skippedIndexes.length),
   });
+  if (token !== undefined) expect(batch?.token, "BatchSettled token").to.equal(ethers.getAddress(token));
+  for (const s of settled) s.token = batch!.token;
+  // The sdk's decoder reads the same settlements, with the token joined from BatchSettled.
+  const fromSdk = settlementsOf(sdkLogs(receipt), payAddress as Address).map((s) => {
+    if (s.eventName !== "VoucherSettled") throw new Error(`settleVouchers emitted ${s.eventName}`);
+    const { device, payee, token, tabId, increment, cumulative, fee } = s;
+    return { device, payee, token, tabId, increment, cumulative, fee };
+  });
+  expect(fromSdk, "sdk settlementsOf vs the parsed logs").to.deep.equal(settled);
   let k = 0;
   for (let i = 0; i < n; i++) if (reasons[i] === 0) devices[i] = settled[k++].device;
   return { reasons, devices, settled };
 }
 
 /**
+ * `tx` emitted VoucherSettled for this voucher (amounts packed as the event packs them) and the
+ * batch's BatchSettled names `token`.
+ */
+export async function expectVoucherSettled(
+  pay: MachinePay,
+  tx: ContractTransactionResponse | Promise<ContractTransactionResponse>,
+  v: {
+    device: string;
+    payee: string;
+    token: string;
+    tabId: bigint;
+    increment: bigint;
+    cumulative: bigint;
+    fee?: bigint;
+  },
+) {
+  const fee = v.fee ?? 0n;
+  const response = await tx;
+  await expect(response)
+    .to.emit(pay, "VoucherSettled")
+    .withArgs(
+      v.device,
+      v.payee,
+      v.tabId,
+      packVoucherAmounts({ increment: v.increment, fee, cumulative: v.cumulative }),
+    );
+  const receipt = (await response.wait())!;
+  const settled = settlementsOf(sdkLogs(receipt), (await pay.getAddress()) as Address);
+  expect(
+    settled.some(
+      (s) =>
+        s.eventName === "VoucherSettled" &&
+        s.device === ethers.getAddress(v.device) &&
+        s.payee === ethers.getAddress(v.payee) &&
+        s.token === ethers.getAddress(v.token) &&
+        s.tabId === v.tabId &&
+        s.increment === v.increment &&
+        s.cumulative === v.cumulative &&
+        s.fee === fee,
+    ),
+    "the settlement, with its batch's token",
+  ).to.equal(true);
+}
+
+/**
  * settleVouchers a batch and check its logs: one VoucherSkipped per skipped item in order, one
  * VoucherSettled per settled item, BatchSettled with the counts. Unless `at` is given, the batch is
- * first simulated (staticCall) and the returned reasons and devices must match the logs.
+ * first run through previewVouchers (eth_call) and the reasons and devices it returns must match
+ * the logs (settleVouchers itself returns nothing).
  */
 export async function settleVoucherBatch(
   pay: MachinePay,
@@ -177,10 +243,10 @@ export async function settleVoucherBatch(
   opts: { feeRecipient?: AddressLike; at?: number } = {},
 ): Promise<VoucherOutcome> {
   const feeRecipient = opts.feeRecipient ?? ethers.ZeroAddress;
-  let simulated: { reasons: number[]; devices: string[] } | undefined;
+  let previewed: { reasons: number[]; devices: string[] } | undefined;
   if (opts.at === undefined) {
-    const [reasons, devices] = await pay.connect(submitter).settleVouchers.staticCall(token, items, feeRecipient);
-    simulated = { reasons: reasons.map(Number), devices: [...devices] };
+    const [reasons, devices] = await pay.connect(submitter).previewVouchers.staticCall(token, items, feeRecipient);
+    previewed = { reasons: reasons.map(Number), devices: [...devices] };
   } else {
     await time.setNextBlockTimestamp(opts.at);
   }
@@ -188,10 +254,10 @@ export async function settleVoucherBatch(
   const receipt = (await tx.wait())!;
   const timestamp = (await receipt.getBlock()).timestamp;
   if (opts.at !== undefined) expect(timestamp).to.equal(opts.at);
-  const parsed = parseVoucherLogs(pay, receipt, items.length, await pay.getAddress());
-  if (simulated) {
-    expect(parsed.reasons, "settleVouchers' return value agrees with its logs").to.deep.equal(simulated.reasons);
-    expect(parsed.devices, "settleVouchers' returned devices agree with its logs").to.deep.equal(simulated.devices);
+  const parsed = parseVoucherLogs(pay, receipt, items.length, await pay.getAddress(), token);
+  if (previewed) {
+    expect(parsed.reasons, "previewVouchers' reasons agree with settleVouchers' logs").to.deep.equal(previewed.reasons);
+    expect(parsed.devices, "previewVouchers' devices agree with settleVouchers' logs").to.deep.equal(previewed.devices);
   }
   return { tx, receipt, timestamp, ...parsed };
 }

@@ -13,7 +13,7 @@ import { ethers } from "hardhat";
 import type { Address, PackedVoucher, ReasonName } from "../sdk/src";
 import { REASONS } from "../sdk/src";
 import { NOTICE_PERIOD } from "./fixtures";
-import { domainOf, policyParams } from "./helpers";
+import { domainOf, policyParams, registerDevice } from "./helpers";
 import {
   assertVouchersWithinCaps,
   type ModelSettled,
@@ -125,8 +125,10 @@ async function run(s: Scenario) {
     lifetimeMax: BigInt(c.lifetimeMax),
   }));
   for (const [i, device] of DEVICES.entries()) {
-    await pay.connect(owner).registerDevice(
-      device.address,
+    await registerDevice(
+      pay,
+      owner,
+      device,
       policyParams(token, {
         maxPerPayment: caps[i].maxPerPayment,
         maxPerPeriod: caps[i].maxPerPeriod,
@@ -237,7 +239,7 @@ async function run(s: Scenario) {
       .connect(relayer)
       .settleVouchers(token, items, submitterIsRecipient ? ethers.ZeroAddress : stranger.address);
     const receipt = (await tx.wait())!;
-    const parsed = parseVoucherLogs(pay, receipt, items.length, payAddress);
+    const parsed = parseVoucherLogs(pay, receipt, items.length, payAddress, token);
     expect(
       parsed.reasons.map((r) => REASONS[r]),
       `batch ${b} reasons`,

@@ -3,9 +3,10 @@ import { expect } from "chai";
 import { ethers } from "hardhat";
 import { privateKeyToAccount } from "viem/accounts";
 import { type Address, MemoryNonceBackend, packVoucher, Tab } from "../sdk/src";
-import { DAY, domainOf, newDevices, policyParams, USDC, ZERO } from "./helpers";
+import { DAY, domainOf, enrollment, newDevices, policyParams, USDC, ZERO } from "./helpers";
 import { expectLedgerMatchesHoldings, R, register, settleExpect, settleFixture, signed, word } from "./settle-helpers";
 import {
+  expectVoucherSettled,
   HUGE_PERIOD,
   NOTICE_PERIOD,
   nextWindow,
@@ -57,9 +58,14 @@ describe("tabs", () => {
         [await voucherBy(pay, device, { ...to, cumulative: USDC(3) })],
         ["None"],
       );
-      await expect(first.tx)
-        .to.emit(pay, "VoucherSettled")
-        .withArgs(device.address, payee.address, usdcAddress, 1n, USDC(3), USDC(3), 0n);
+      await expectVoucherSettled(pay, first.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdcAddress,
+        tabId: 1n,
+        increment: USDC(3),
+        cumulative: USDC(3),
+      });
       expect((await tabOf(pay, device.address, payee.address, usdcAddress)).settled).to.equal(USDC(3));
 
       const second = await settleVouchersExpect(
@@ -69,9 +75,14 @@ describe("tabs", () => {
         [await voucherBy(pay, device, { ...to, cumulative: USDC(5) + 7n })],
         ["None"],
       );
-      await expect(second.tx)
-        .to.emit(pay, "VoucherSettled")
-        .withArgs(device.address, payee.address, usdcAddress, 1n, USDC(2) + 7n, USDC(5) + 7n, 0n);
+      await expectVoucherSettled(pay, second.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdcAddress,
+        tabId: 1n,
+        increment: USDC(2) + 7n,
+        cumulative: USDC(5) + 7n,
+      });
       await expect(second.tx)
         .to.emit(pay, "BatchSettled")
         .withArgs(relayer.address, relayer.address, usdcAddress, 1, 0);
@@ -260,6 +271,45 @@ describe("tabs", () => {
       await expectLedgerMatchesHoldings(pay, usdcAddress, f.accounts);
     });
 
+    it("a tab's state is the raw storage slot numbered by its key: settled(96) | closesAt(40) << 96", async () => {
+      const { pay, relayer, payee, usdcAddress, device } = await loadFixture(tabFixture);
+      const tab = [device.address, payee.address, usdcAddress, 5n] as const;
+      const key = await pay.tabKey(...tab);
+      expect(key, "tabKey = keccak256(abi.encode(device, payee, token, tabId))").to.equal(
+        ethers.keccak256(ethers.AbiCoder.defaultAbiCoder().encode(["address", "address", "address", "uint256"], tab)),
+      );
+      const slot = async () => BigInt(await ethers.provider.getStorage(await pay.getAddress(), key));
+      expect(await slot()).to.equal(0n);
+      await settleVouchersExpect(
+        pay,
+        relayer,
+        usdcAddress,
+        [
+          await voucherBy(pay, device, {
+            payee: payee.address,
+            token: usdcAddress,
+            tabId: 5n,
+            cumulative: USDC(3) + 1n,
+          }),
+        ],
+        ["None"],
+      );
+      expect(await slot()).to.equal(USDC(3) + 1n);
+      const tx = await pay.connect(payee).closeTab(...tab);
+      const closedAt = BigInt((await (await tx.wait())!.getBlock()).timestamp);
+      expect(await slot()).to.equal((closedAt << 96n) | (USDC(3) + 1n));
+      expect(await pay.getTab(...tab)).to.deep.equal([USDC(3) + 1n, closedAt]);
+      // A neighbouring tab's slot is untouched.
+      expect(
+        BigInt(
+          await ethers.provider.getStorage(
+            await pay.getAddress(),
+            await pay.tabKey(device.address, payee.address, usdcAddress, 6n),
+          ),
+        ),
+      ).to.equal(0n);
+    });
+
     it("tabs and ordinary payments share the device's period cap: exhausting it across them blocks all of them", async () => {
       const { pay, relayer, payee, payee2, usdcAddress, device } = await loadFixture(sharedCapsFixture);
       const t1 = { payee: payee.address, token: usdcAddress, tabId: 1n };
@@ -442,9 +492,15 @@ describe("tabs", () => {
         ["None"],
         { feeRecipient: stranger.address },
       );
-      await expect(out.tx)
-        .to.emit(pay, "VoucherSettled")
-        .withArgs(device.address, payee.address, usdcAddress, 1n, USDC(2), USDC(2), 50_000n);
+      await expectVoucherSettled(pay, out.tx, {
+        device: device.address,
+        payee: payee.address,
+        token: usdcAddress,
+        tabId: 1n,
+        increment: USDC(2),
+        cumulative: USDC(2),
+        fee: 50_000n,
+      });
       await expect(out.tx).to.emit(pay, "BatchSettled").withArgs(relayer.address, stranger.address, usdcAddress, 1, 0);
       expect(await pay.balanceOf(stranger.address, usdcAddress)).to.equal(50_000n);
       expect(await pay.balanceOf(relayer.address, usdcAddress)).to.equal(0n);
@@ -961,7 +1017,11 @@ describe("tabs", () => {
       const account = privateKeyToAccount(HARDHAT_KEY_9);
       await pay
         .connect(owner)
-        .registerDevice(account.address, policyParams(usdcAddress, { periodLength: HUGE_PERIOD }));
+        .registerDevice(
+          account.address,
+          policyParams(usdcAddress, { periodLength: HUGE_PERIOD }),
+          await enrollment(pay, account, owner),
+        );
       const now = await time.latest();
       const tab = new Tab({
         signer: account,
@@ -985,9 +1045,15 @@ describe("tabs", () => {
         [packVoucher(c.voucher, c.signature, 1_000n)],
         ["None"],
       );
-      await expect(out.tx)
-        .to.emit(pay, "VoucherSettled")
-        .withArgs(account.address, payee.address, usdcAddress, 7n, USDC(3) + 250_000n, USDC(3) + 250_000n, 1_000n);
+      await expectVoucherSettled(pay, out.tx, {
+        device: account.address,
+        payee: payee.address,
+        token: usdcAddress,
+        tabId: 7n,
+        increment: USDC(3) + 250_000n,
+        cumulative: USDC(3) + 250_000n,
+        fee: 1_000n,
+      });
       expect(await pay.balanceOf(payee.address, usdcAddress)).to.equal(USDC(3) + 250_000n);
       await settleVouchersExpect(
         pay,
