@@ -64,3 +64,15 @@ export async function deployLocal(
 }
 
 export const mockUsdcAbi = () => artifact("MockUSDC", "contracts/test/MockUSDC.sol").abi;
+
+// `ts-node scripts/lib/deploy-local.ts [RPC_URL] [FILE]`: deploy to a local node, write the deployment file.
+if (require.main === module) {
+  const [rpc = "http://127.0.0.1:8545", file = "deployment.json"] = process.argv.slice(2);
+  deployLocal(rpc, { file }).then(
+    (d) => console.log(`MachinePay ${d.machinePay} and MockUSDC ${d.tokens.USDC} on chain ${d.chainId}: wrote ${file}`),
+    (e) => {
+      console.error(`deploy failed: ${(e as Error).message}`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -4,7 +4,7 @@
  * save gas (IMachinePay.sol); `decodeMachinePayLog` unpacks them. The token of a settlement is in the
  * same transaction's BatchSettled (`settlementsOf` joins them).
  */
-import { decodeEventLog, type Log } from "viem";
+import { decodeEventLog } from "viem";
 import { machinePayAbi } from "./abi";
 import { type Address, type Hex, REASONS, type ReasonName } from "./types";
 
@@ -81,7 +81,8 @@ export type MachinePayEvent =
   | BatchSettledEvent
   | OtherMachinePayEvent;
 
-type RawLog = Pick<Log, "data" | "topics">;
+/** A log as any client returns it (viem, ethers, raw JSON-RPC). */
+export type RawLog = { data: Hex; topics: readonly Hex[] };
 
 /**
  * Decode one log of the MachinePay contract (check `log.address` yourself); undefined for a log
