@@ -38,6 +38,9 @@ describe("relayer end to end (hardhat node, SQLite, HTTP)", function () {
         confirmations: 1,
         "batch.maxAgeMs": 300,
         "batch.pollMs": 50,
+        // Vouchers wait for POST /v1/settle here, so a newer one always finds the older still pending.
+        "tabs.threshold": "100000000000",
+        "tabs.maxAgeMs": 600_000,
         logLevel: "silent",
         adminToken: "test-admin-token-0123456789",
       },
