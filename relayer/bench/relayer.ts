@@ -145,9 +145,10 @@ async function main() {
         url: `http://127.0.0.1:${port}/v1/payments`,
         method: "POST",
         headers: { "content-type": "application/json" },
-        connections: rate ? Math.min(CONNECTIONS, 8) : CONNECTIONS,
+        // autocannon splits overallRate over connections in whole requests per second: keep it >= 1 each.
+        connections: rate ? Math.max(1, Math.min(CONNECTIONS, Math.floor(rate))) : CONNECTIONS,
         amount: bodies.length,
-        overallRate: rate,
+        overallRate: rate ? Math.max(1, Math.round(rate)) : undefined,
         requests: [
           {
             setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }),
@@ -176,10 +177,15 @@ async function main() {
       rows.push(
         `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} |`,
       );
+    const phase = (name: string) => console.error(`bench: ${name} (${new Date().toISOString()})`);
+    phase("100 per request, saturation");
     const sat100 = await run(sets.p100sat, 100);
+    phase(`100 per request, half load at ${Math.round(sat100.perSecond / 2)}/s`);
     row("100 per request, saturation", sat100);
     row("100 per request, half load", await run(sets.p100half, 100, sat100.perSecond / 100 / 2));
+    phase("1 per request, saturation");
     const sat1 = await run(sets.p1sat, 1);
+    phase(`1 per request, half load at ${Math.round(sat1.perSecond / 2)}/s`);
     row("1 per request, saturation", sat1);
     row("1 per request, half load", await run(sets.p1half, 1, sat1.perSecond / 2));
 
