@@ -15,7 +15,7 @@ import fc from "fast-check";
 import { ethers } from "hardhat";
 import type { Address, ReasonName } from "../sdk/src";
 import { NOTICE_PERIOD } from "./fixtures";
-import { domainOf, policyParams, registerDevice, USDC } from "./helpers";
+import { domainOf, PROPERTY_TIMEOUT, policyParams, registerDevice, USDC } from "./helpers";
 import { expectLedgerMatchesHoldings, ledger, settleExpect, signedFor } from "./settle-helpers";
 import { settleVouchersExpect, signVoucherFor } from "./tab-helpers";
 
@@ -385,7 +385,8 @@ describe("in-memory credits within a batch", () => {
       batches: fc.array(batchArb, { minLength: 1, maxLength: 3 }),
     });
 
-    it("balances after every batch equal the per-item model, and the ledger sums to the token holdings", async () => {
+    it("balances after every batch equal the per-item model, and the ledger sums to the token holdings", async function () {
+      this.timeout(PROPERTY_TIMEOUT);
       const seen = new Map<ReasonName, number>();
       let spentEarned = 0;
       await fc.assert(

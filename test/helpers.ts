@@ -21,6 +21,9 @@ export const ZERO = ethers.ZeroAddress as Address;
 export const DAY = 86_400;
 export const USDC = (units: number | bigint) => BigInt(units) * 1_000_000n;
 
+/** Mocha timeout of a property test: coverage's instrumented build runs them several times slower than 120 s allows. */
+export const PROPERTY_TIMEOUT = 900_000;
+
 /** Policy parameters with generous defaults; override what a test is about. */
 export function policyParams(token: string, overrides: Partial<IMachinePay.PolicyParamsStruct> = {}) {
   return {

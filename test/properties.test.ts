@@ -21,7 +21,7 @@ import {
 } from "../sdk/src";
 import type { MachinePay } from "../typechain-types";
 import { NOTICE_PERIOD } from "./fixtures";
-import { domainOf, enrollmentFor } from "./helpers";
+import { domainOf, enrollmentFor, PROPERTY_TIMEOUT } from "./helpers";
 import {
   assertNoDoubleSettlement,
   assertWithinCaps,
@@ -632,7 +632,8 @@ const VERBOSE = process.env.PROPERTY_STATS === "1";
 // -------------------------------------------------------------------------------------------------
 
 describe("settle: properties over random batch sequences", () => {
-  it("skips exactly what the reference model skips, for the same reason, and no device exceeds a cap", async () => {
+  it("skips exactly what the reference model skips, for the same reason, and no device exceeds a cap", async function () {
+    this.timeout(PROPERTY_TIMEOUT);
     const coverage = new Coverage();
     await fc.assert(
       fc.asyncProperty(setupArb, opsArb, async (setup, ops) => {
@@ -667,7 +668,8 @@ describe("settle: properties over random batch sequences", () => {
     expect(coverage.devicesSettlingInSeveralWindows, "devices settling across period boundaries").to.be.greaterThan(5);
   });
 
-  it("conserves funds: the ledger balances of all accounts add up to the contract's token balance", async () => {
+  it("conserves funds: the ledger balances of all accounts add up to the contract's token balance", async function () {
+    this.timeout(PROPERTY_TIMEOUT);
     const coverage = new Coverage();
     await fc.assert(
       fc.asyncProperty(setupArb, opsArb, async (setup, ops) => {
@@ -680,7 +682,8 @@ describe("settle: properties over random batch sequences", () => {
     expect(coverage.seen("InsufficientBalance")).to.be.greaterThan(0);
   });
 
-  it("never settles the same (device, nonce) twice, however often a signed payment is resubmitted", async () => {
+  it("never settles the same (device, nonce) twice, however often a signed payment is resubmitted", async function () {
+    this.timeout(PROPERTY_TIMEOUT);
     const coverage = new Coverage();
     await fc.assert(
       fc.asyncProperty(setupArb, opsArb, async (setup, ops) => {
@@ -712,7 +715,8 @@ const windowNonceArb = fc.oneof(
 );
 
 describe("NonceWindow: properties through settle, getDevice and nonceStatus", () => {
-  it("accepts, refuses and records nonces exactly as a set-of-settled-nonces window of 24 does", async () => {
+  it("accepts, refuses and records nonces exactly as a set-of-settled-nonces window of 24 does", async function () {
+    this.timeout(PROPERTY_TIMEOUT);
     const device = deviceWallet("nonces");
     const outcomes = new Map<ReasonName, number>();
     await fc.assert(

@@ -13,7 +13,7 @@ import { ethers } from "hardhat";
 import type { Address, PackedVoucher, ReasonName } from "../sdk/src";
 import { REASONS } from "../sdk/src";
 import { NOTICE_PERIOD } from "./fixtures";
-import { domainOf, policyParams, registerDevice } from "./helpers";
+import { domainOf, PROPERTY_TIMEOUT, policyParams, registerDevice } from "./helpers";
 import {
   assertVouchersWithinCaps,
   type ModelSettled,
@@ -309,7 +309,8 @@ function withFeeTerms(terms: bigint, fee: bigint): bigint {
 }
 
 describe("tabs: properties over random voucher sequences", () => {
-  it("pays each payee exactly the highest cumulative that fit, never more, within caps and maxFee, as the model says", async () => {
+  it("pays each payee exactly the highest cumulative that fit, never more, within caps and maxFee, as the model says", async function () {
+    this.timeout(PROPERTY_TIMEOUT);
     await fc.assert(
       fc.asyncProperty(scenarioArb, async (s) => run(s)),
       { numRuns: 100, seed: 20261124 },
