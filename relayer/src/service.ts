@@ -3,7 +3,7 @@
  * and the end-to-end tests start it through here; nothing here reads process.env (the caller
  * passes `env` for the keystore passphrase only).
  */
-import { type Address, type Hex, machinePayDomain } from "@machinepay/sdk";
+import { type Address, machinePayDomain } from "@machinepay/sdk";
 import pino, { type Logger } from "pino";
 import { createPublicClient, http, type PublicClient } from "viem";
 import { buildServer } from "./api/server";
@@ -189,5 +189,3 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     },
   };
 }
-
-export type { Hex };

@@ -142,8 +142,9 @@ describe("ingest agrees with the contract's preview (differential, real node)", 
     }[] = [];
     const counts = { agreed: 0, accepted: 0, settled: 0, byReason: new Map<string, number>() };
 
-    const ordered = () =>
-      [...pending].sort((x, y) => cmp(x.payee, y.payee) || cmp(x.device, y.device) || Number(x.nonce - y.nonce));
+    // The batcher's order: by payee, then device, then nonce.
+    const ordered = (xs = pending) =>
+      [...xs].sort((x, y) => cmp(x.payee, y.payee) || cmp(x.device, y.device) || Number(x.nonce - y.nonce));
     const observe = async () => clock.observe((await client.getBlock()).timestamp);
 
     async function flush() {
@@ -294,7 +295,7 @@ describe("ingest agrees with the contract's preview (differential, real node)", 
       // The contract's verdict for this item after everything pending (a replaced voucher is out).
       const candidate = { id: result.id!, packed, device: key, payee: payee.toLowerCase(), nonce, tab };
       const others = pending.filter((p) => !(tab && p.tab === tab));
-      const contract = await preview(kind, [...orderedOf(others), candidate]);
+      const contract = await preview(kind, [...ordered(others), candidate]);
       const ours = result.status === "accepted" ? "None" : result.reason!;
       if (process.env.DIFF_DEBUG && ours !== contract) {
         const owners = new Map<string, bigint>();
@@ -344,10 +345,6 @@ describe("ingest agrees with the contract's preview (differential, real node)", 
       expect(seen, `no step produced ${reason}`).to.include(reason);
     }
     expect(counts.settled).to.equal(counts.accepted);
-
-    function orderedOf(xs: typeof pending) {
-      return [...xs].sort((x, y) => cmp(x.payee, y.payee) || cmp(x.device, y.device) || Number(x.nonce - y.nonce));
-    }
   });
 });
 
