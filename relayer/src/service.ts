@@ -6,15 +6,18 @@
 import { type Address, machinePayDomain } from "@machinepay/sdk";
 import pino, { type Logger } from "pino";
 import { createPublicClient, http, type PublicClient } from "viem";
+import type { OnboardingSubmission, RevocationSubmission } from "./api/schemas";
 import { buildServer } from "./api/server";
 import { SharedVerifier } from "./api/verifier";
 import { Batcher } from "./batcher";
 import { ChainClock } from "./chain/clock";
+import type { OwnerMessage } from "./chain/owner-messages";
 import { Rpc } from "./chain/rpc";
 import { loadSender } from "./chain/sender";
 import { CachedChainState } from "./chain/state";
 import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
 import { Ingest } from "./ingest";
+import { OwnerMessageIngest } from "./ingest/owner-messages";
 import { Metrics } from "./metrics";
 import { openStore } from "./store";
 
@@ -124,6 +127,15 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   });
   await batcher.recover();
   batcher.start();
+  const ownerMessages = new OwnerMessageIngest({
+    store,
+    client,
+    contract,
+    sender: account.address,
+    domain,
+    clock,
+    deadlineMarginSeconds: config.deadlineMarginSeconds,
+  });
 
   const app = await buildServer({
     config,
@@ -159,15 +171,11 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     },
     settleNow: () => batcher.settleNow(),
     ownerMessages: {
-      submit: async () => {
-        throw Object.assign(
-          new Error("this relayer does not submit owner messages yet: send onboardBySignature yourself"),
-          {
-            code: "OWNER_MESSAGE_INVALID",
-          },
-        );
+      submit: async (kind: "onboarding" | "revocation", body: OnboardingSubmission | RevocationSubmission) => {
+        const r = await ownerMessages.submit({ kind, message: body } as OwnerMessage);
+        return { id: r.id, status: r.status };
       },
-      get: async () => null,
+      get: (id) => ownerMessages.get(id),
     },
   });
   const url = await app.listen({ host: config.host, port: config.port });

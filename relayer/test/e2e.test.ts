@@ -4,17 +4,26 @@
  */
 import { join } from "node:path";
 import {
+  decodeMachinePayLog,
   type Hex,
   machinePayAbi,
+  type Onboarding,
+  onboardingTypes,
   type Payment,
+  type Revocation,
+  revocationTypes,
   settlementsOf,
+  signEnrollment,
   signPayment,
+  signTypedMessage,
   signVoucher,
+  toOnboardingJson,
+  toRevocationJson,
   toSignedPaymentJson,
   type Voucher,
 } from "@machinepay/sdk";
 import { expect } from "chai";
-import type { PrivateKeyAccount } from "viem/accounts";
+import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { loadConfig } from "../src/config";
 import { type RunningRelayer, startRelayer } from "../src/service";
 import { PAYEES, startTestChain, type TestChain, USDC } from "./support/chain";
@@ -198,5 +207,110 @@ describe("relayer end to end (hardhat node, SQLite, HTTP)", function () {
       (s) => s.eventName === "VoucherSettled" && s.device.toLowerCase() === device.address.toLowerCase(),
     );
     expect(vs).to.have.length(1);
+  });
+
+  it("onboards a fleet and revokes a device through the API: the owner signs, the relayer pays the gas", async () => {
+    // A brand-new owner with no ether at all: only the relayer's sender pays gas.
+    const owner = privateKeyToAccount(generatePrivateKey());
+    const devices = Array.from({ length: 3 }, () => privateKeyToAccount(generatePrivateKey()));
+    const proofs = await Promise.all(
+      devices.map((d) => signEnrollment({ signer: d, domain: chain.domain, owner: owner.address })),
+    );
+    const onboarding: Onboarding = {
+      owner: owner.address,
+      policyId: 0,
+      policy: {
+        token: chain.usdc,
+        maxPerPayment: USDC(1),
+        maxPerPeriod: USDC(10),
+        periodLength: 86_400,
+        lifetimeMax: USDC(100),
+        validFrom: 0,
+        validUntil: 0,
+        payeesRestricted: false,
+      },
+      devices: devices.map((d) => d.address),
+      epoch: 0,
+      nonce: 1n,
+      deadline: (await now()) + 3_600n,
+    };
+    const sign = (types: object, primaryType: string, message: object) =>
+      signTypedMessage({
+        signer: owner,
+        domain: chain.domain,
+        types: types as never,
+        primaryType,
+        message: message as never,
+      });
+    const body = toOnboardingJson(onboarding, proofs, await sign(onboardingTypes, "Onboarding", onboarding));
+
+    // Refused before anything is sent: a proof from the wrong key names the device.
+    const forged = { ...body, proofs: [proofs[1], proofs[1], proofs[2]] };
+    const bad = await post("/v1/onboardings", forged);
+    expect(bad.status).to.equal(422);
+    const err = bad.body.error as { code: string; message: string; details: { error: string } };
+    expect(err.code).to.equal("OWNER_MESSAGE_INVALID");
+    expect(err.details.error).to.equal("InvalidEnrollment");
+    expect(err.message).to.contain("devices[0]");
+
+    const [a, b] = await Promise.all([post("/v1/onboardings", body), post("/v1/onboardings", body)]);
+    expect(a.status).to.equal(202);
+    expect(b.status).to.equal(202);
+    expect(b.body.id).to.equal(a.body.id);
+    const done = (await waitFor(a.body.id as Hex, ["confirmed", "failed"], "onboardings")) as {
+      status: string;
+      txHash: Hex;
+    };
+    expect(done.status).to.equal("confirmed");
+    const receipt = await chain.client.getTransactionReceipt({ hash: done.txHash });
+    const assigned = receipt.logs
+      .map((l) => decodeMachinePayLog(l as never))
+      .filter((e) => e?.eventName === "DeviceAssigned")
+      .map((e) => String((e as { args: Record<string, unknown> }).args.device).toLowerCase());
+    expect(assigned).to.have.members(devices.map((d) => d.address.toLowerCase()));
+    // Its batch is listed, with no items, pointing at the message.
+    const batches = (await (await fetch(`${relayer.url}/v1/batches?limit=5`)).json()) as {
+      batches: { kind: string; messageId: Hex | null; itemCount: number }[];
+    };
+    expect(batches.batches.find((x) => x.messageId === a.body.id)).to.include({ kind: "onboarding", itemCount: 0 });
+    // Re-sending after it landed still answers the same message, not a second transaction.
+    const again = await post("/v1/onboardings", body);
+    expect(again.body).to.deep.include({ id: a.body.id, status: "confirmed" });
+    // The same owner nonce in another message is refused with the contract's reason.
+    const reuse = { ...onboarding, devices: [devices[0].address] };
+    const reused = await post(
+      "/v1/onboardings",
+      toOnboardingJson(reuse, [proofs[0]], await sign(onboardingTypes, "Onboarding", reuse)),
+    );
+    expect(reused.status).to.equal(422);
+    expect((reused.body.error as { details: { error: string } }).details.error).to.equal("OwnerNonceUsed");
+
+    const revocation: Revocation = {
+      owner: owner.address,
+      devices: [devices[2].address],
+      epoch: 0,
+      nonce: 2n,
+      deadline: (await now()) + 3_600n,
+    };
+    const r = await post(
+      "/v1/revocations",
+      toRevocationJson(revocation, await sign(revocationTypes, "Revocation", revocation)),
+    );
+    expect(r.status).to.equal(202);
+    const revoked = (await waitFor(r.body.id as Hex, ["confirmed", "failed"], "revocations")) as {
+      status: string;
+      txHash: Hex;
+    };
+    expect(revoked.status).to.equal("confirmed");
+    const logs = (await chain.client.getTransactionReceipt({ hash: revoked.txHash })).logs.map((l) =>
+      decodeMachinePayLog(l as never),
+    );
+    expect(logs.some((e) => e?.eventName === "DeviceRevokedForever")).to.equal(true);
+    // The revoked device's payment is refused at ingest.
+    const pay = await post("/v1/payments", { payments: [await signed(devices[2], { nonce: 0n, amount: 1n })] });
+    expect((pay.body.results as { status: string; reason: string }[])[0]).to.include({
+      status: "rejected",
+      reason: "DeviceRevoked",
+    });
   });
 });

@@ -894,5 +894,160 @@ describe("relayer store (SQLite)", () => {
         "INVALID_INPUT",
       );
     });
+
+    it("submits an owner message as a batch of its own kind: nonce, attempts, then confirmed or failed", async () => {
+      const store = await open();
+      const message = (kind: "onboarding" | "revocation" = "onboarding") => ({
+        id: rand32(),
+        kind,
+        owner: OWNER,
+        body: JSON.stringify({ devices: [DEVICE_A] }),
+      });
+      const attempt = (nonce: number) => ({
+        hash: rand32(),
+        raw: `0x02${randomBytes(100).toString("hex")}` as Hex,
+        nonce,
+        maxFeePerGas: 30_000_000_000n,
+        maxPriorityFeePerGas: 1_000_000_000n,
+      });
+      const batchOf = (m: { id: Hex; kind: "onboarding" | "revocation" }, nonce: number) =>
+        store.createBatch({ kind: m.kind, token: addr(0), sender: SENDER, nonce, itemIds: [], messageId: m.id });
+
+      const a = message();
+      await store.insertOwnerMessage(a);
+      // Shapes that cannot be: items in a message batch, a message on an items batch, a wrong kind.
+      const item = payment();
+      await store.write({ items: [item] });
+      for (const bad of [
+        { kind: "onboarding" as const, itemIds: [item.id], messageId: a.id },
+        { kind: "onboarding" as const, itemIds: [] },
+        { kind: "payment" as const, itemIds: [item.id], messageId: a.id },
+      ]) {
+        const e = await rejection(store.createBatch({ token: addr(0), sender: SENDER, nonce: 9, ...bad }));
+        expect(e.code).to.equal("INVALID_INPUT");
+      }
+      expect(
+        (
+          await rejection(
+            store.createBatch({
+              kind: "revocation",
+              token: addr(0),
+              sender: SENDER,
+              nonce: 9,
+              itemIds: [],
+              messageId: a.id,
+            }),
+          )
+        ).code,
+      ).to.equal("CONFLICT");
+
+      const batchId = await batchOf(a, 0);
+      expect((await store.getOwnerMessage(a.id))?.status).to.equal("submitted");
+      // It holds its nonce like any batch, and cannot be submitted twice.
+      expect((await rejection(batchOf(a, 1))).code).to.equal("CONFLICT");
+      const b = message("revocation");
+      await store.insertOwnerMessage(b);
+      expect((await rejection(batchOf(b, 0))).code).to.equal("NONCE_IN_USE");
+      expect(await store.nextNonce(SENDER)).to.equal(1);
+
+      const sent = await store.addAttempt(batchId, attempt(0));
+      await store.markBroadcast(sent.hash);
+      expect(await store.getOwnerMessage(a.id)).to.deep.include({ status: "submitted", txHash: sent.hash });
+      const bumped = await store.addAttempt(batchId, attempt(0));
+      await store.markBroadcast(bumped.hash);
+      await store.markBatchMined(batchId, {
+        txHash: sent.hash,
+        blockNumber: 10,
+        blockHash: rand32(),
+        gasUsed: 90_000n,
+        items: [],
+      });
+      expect((await store.getOwnerMessage(a.id))?.txHash).to.equal(sent.hash);
+      await store.markBatchConfirmed(batchId);
+      expect(await store.getOwnerMessage(a.id)).to.deep.include({ status: "confirmed", txHash: sent.hash });
+      const detail = await store.getBatch(batchId);
+      expect(detail).to.deep.include({ kind: "onboarding", messageId: a.id, itemCount: 0, status: "confirmed" });
+      expect(detail?.attempts.map((x) => x.hash)).to.deep.equal([sent.hash, bumped.hash]);
+
+      // Dropped (its nonce used by another transaction): back to accepted, to be checked and sent again.
+      const dropped = await batchOf(b, 1);
+      await store.requeueBatch(dropped, { status: "dropped", error: "nonce used by another transaction" });
+      expect(await store.getOwnerMessage(b.id)).to.deep.include({ status: "accepted", txHash: null });
+      // Reverted: the contract refused it; failed for good, with the receipt's hash.
+      const again = await batchOf(b, 1);
+      const tx = await store.addAttempt(again, attempt(1));
+      await store.requeueBatch(again, {
+        status: "reverted",
+        error: "the transaction reverted",
+        receipt: { txHash: tx.hash, blockNumber: 11, blockHash: rand32(), gasUsed: 40_000n },
+      });
+      expect(await store.getOwnerMessage(b.id)).to.deep.include({
+        status: "failed",
+        txHash: tx.hash,
+        error: "the transaction reverted",
+      });
+      expect(await store.openOwnerMessages()).to.deep.equal([]);
+    });
+  });
+
+  describe("schema version 2", () => {
+    it("migrates a version-1 file with batches, items and attempts, keeping every row and every reference", async () => {
+      const db = new Database(file());
+      db.pragma("foreign_keys = ON");
+      migrate(db, file(), MIGRATIONS.slice(0, 1));
+      db.close();
+      // Rows as version 1 wrote them (by hand: the store always opens at the newest version).
+      let ids: Hex[];
+      let batchId: number;
+      let hash: Hex;
+      {
+        const raw = new Database(file());
+        raw.pragma("foreign_keys = ON");
+        const it = payment();
+        ids = [it.id];
+        raw
+          .prepare(
+            `INSERT INTO batches (kind, token, sender, nonce, status, item_count, created_at, updated_at)
+           VALUES ('payment', ?, ?, 0, 'sent', 1, 1, 1)`,
+          )
+          .run(TOKEN, SENDER);
+        batchId = 1;
+        raw
+          .prepare(
+            `INSERT INTO items (id, kind, device, owner, policy_id, payee, token, amount, nonce, deadline, max_fee, fee,
+             ref, signature, r, vs, spend, status, batch_id, position, accepted_at, updated_at)
+           VALUES (?, 'payment', ?, ?, 1, ?, ?, '5', 0, 1795000000, '0', '0', ?, '0x1b', ?, ?, '5', 'submitted', 1, 0, 1, 1)`,
+          )
+          .run(it.id, DEVICE_A, OWNER, PAYEE, TOKEN, rand32(), rand32(), rand32());
+        raw.prepare("INSERT INTO batch_items (batch_id, position, item_id) VALUES (1, 0, ?)").run(it.id);
+        hash = rand32();
+        raw
+          .prepare(
+            `INSERT INTO attempts (batch_id, hash, raw, nonce, max_fee_per_gas, max_priority_fee_per_gas, created_at, broadcast_at)
+           VALUES (1, ?, '0x02aa', 0, '2', '1', 1, 1)`,
+          )
+          .run(hash);
+        raw.close();
+      }
+      const store = await open();
+      expect(store.migration).to.deep.equal({ from: 1, to: SCHEMA_VERSION });
+      const db2 = (store as unknown as { db: Database.Database }).db;
+      expect(db2.pragma("foreign_keys", { simple: true })).to.equal(1);
+      expect(db2.pragma("foreign_key_check")).to.deep.equal([]);
+      const batch = await store.getBatch(batchId);
+      expect(batch).to.deep.include({ kind: "payment", messageId: null });
+      expect(batch?.itemIds).to.deep.equal(ids);
+      expect(batch?.attempts.map((a) => a.hash)).to.deep.equal([hash]);
+      expect((await store.getItem(ids[0]))?.batchId).to.equal(batchId);
+      // References still hold after the rebuild: an attempt for a batch that does not exist is refused.
+      expect(() =>
+        db2
+          .prepare(
+            `INSERT INTO attempts (batch_id, hash, raw, nonce, max_fee_per_gas, max_priority_fee_per_gas, created_at)
+             VALUES (999, ?, '0x02', 0, '1', '1', 1)`,
+          )
+          .run(rand32()),
+      ).to.throw(/FOREIGN KEY/);
+    });
   });
 });

@@ -217,7 +217,10 @@ export type BatchState = "created" | "sent" | "mined" | "confirmed" | "reverted"
 /** One batch (GET /v1/batches). Gas values as decimal strings. */
 export type BatchInfo = {
   id: number;
-  kind: "payment" | "voucher";
+  /** Payments or vouchers of one token, or one owner message (onboarding, revocation: no items). */
+  kind: "payment" | "voucher" | "onboarding" | "revocation";
+  /** Onboarding and revocation batches: the owner message's id (GET /v1/onboardings/:id). */
+  messageId: Hex | null;
   token: Address;
   sender: Address;
   nonce: number;

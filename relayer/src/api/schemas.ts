@@ -320,7 +320,8 @@ export const headroomSchema = z.object({
 
 export const batchSchema = z.object({
   id: z.number(),
-  kind: z.enum(["payment", "voucher"]),
+  kind: z.enum(["payment", "voucher", "onboarding", "revocation"]),
+  messageId: hex.nullable().meta({ description: "onboarding and revocation batches: the owner message's id" }),
   token: hex,
   sender: hex,
   nonce: z.number(),

@@ -19,11 +19,21 @@ import { decodeMachinePayLog, type Hex, machinePayAbi, packPayment, packVoucher,
 import { type Address, encodeFunctionData, keccak256, type PublicClient, type TransactionReceipt } from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { ChainClock } from "../chain/clock";
+import { checkOwnerMessage, fromStoredBody, type OwnerMessage, ownerMessageCalldata } from "../chain/owner-messages";
 import type { Rpc } from "../chain/rpc";
 import type { CachedChainState } from "../chain/state";
 import { entryOf, type Ingest } from "../ingest";
 import { tabKeyOf } from "../ingest/pending";
-import type { BatchDetail, ItemKind, ItemOutcome, ItemRow, Store } from "../store/types";
+import type {
+  BatchDetail,
+  BatchKind,
+  ItemKind,
+  ItemOutcome,
+  ItemRow,
+  OwnerMessageKind,
+  OwnerMessageRow,
+  Store,
+} from "../store/types";
 
 export type BatcherConfig = {
   maxItems: number;
@@ -44,6 +54,7 @@ export type BatcherConfig = {
 export type BatcherEvents = {
   batchCreated?(batch: { id: number; kind: ItemKind; size: number; nonce: number }): void;
   batchMined?(batch: { id: number; size: number; gasUsed: bigint; settled: number; skipped: number }): void;
+  ownerMessage?(message: { id: Hex; kind: OwnerMessageKind; status: "submitted" | "failed"; error?: string }): void;
   misprediction?(reason: string, count: number): void;
   log?(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>): void;
 };
@@ -248,8 +259,7 @@ export class Batcher {
     }
     if (batch.attempts.length === 0) {
       // Crashed between writing the batch and signing it: nothing was broadcast, sign it now.
-      const items = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
-      await this.sendAttempt(batch, items, await rpc.fees());
+      await this.sendAttempt(batch, await this.payloadOf(batch), await rpc.fees());
       return;
     }
     const last = batch.attempts[batch.attempts.length - 1];
@@ -286,8 +296,7 @@ export class Batcher {
         nonce: batch.nonce,
         maxFeePerGas: fees.maxFeePerGas.toString(),
       });
-      const items = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
-      await this.sendAttempt(batch, items, fees);
+      await this.sendAttempt(batch, await this.payloadOf(batch), fees);
     } else {
       // Re-broadcasting the same bytes is harmless and heals a node that lost the transaction.
       await this.broadcast(batch, last.hash, last.raw);
@@ -320,14 +329,32 @@ export class Batcher {
     }
   }
 
+  /** What a batch's transaction carries: its items, or its owner message. */
+  private async payloadOf(batch: BatchDetail): Promise<Payload> {
+    if (batch.messageId !== null) {
+      const row = await this.o.store.getOwnerMessage(batch.messageId);
+      if (!row) throw new Error(`batch ${batch.id}: owner message ${batch.messageId} is missing from the store`);
+      return { message: fromStoredBody(row.kind, row.body), gas: batch.gasEstimate ?? BigInt(this.o.config.maxGas) };
+    }
+    return { items: (await this.o.store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null) };
+  }
+
   /** Sign the batch's transaction at its nonce, write it, then broadcast it. */
   private async sendAttempt(
-    batch: { id: number; kind: ItemKind; token: Hex; nonce: number },
-    items: ItemRow[],
+    batch: { id: number; kind: BatchKind; token: Hex; nonce: number },
+    payload: Payload,
     fees: { maxFeePerGas: bigint; maxPriorityFeePerGas: bigint },
   ): Promise<void> {
-    const data = this.calldata(batch.kind, batch.token, items);
-    const gas = BigInt(Math.min(this.o.config.maxGas, GAS_BASE + GAS_PER[batch.kind] * items.length));
+    let data: Hex;
+    let gas: bigint;
+    if ("message" in payload) {
+      data = ownerMessageCalldata(payload.message);
+      gas = payload.gas;
+    } else {
+      const kind = batch.kind as ItemKind;
+      data = this.calldata(kind, batch.token, payload.items);
+      gas = BigInt(Math.min(this.o.config.maxGas, GAS_BASE + GAS_PER[kind] * payload.items.length));
+    }
     const raw = await this.o.sender.signTransaction({
       chainId: this.o.chainId,
       type: "eip1559",
@@ -356,6 +383,19 @@ export class Batcher {
           gasUsed: receipt.gasUsed,
         },
       });
+      if (batch.messageId !== null) {
+        this.log("warn", "owner message reverted on chain; marked failed", {
+          batch: batch.id,
+          message: batch.messageId,
+        });
+        this.o.events?.ownerMessage?.({
+          id: batch.messageId,
+          kind: batch.kind as OwnerMessageKind,
+          status: "failed",
+          error: "the transaction reverted",
+        });
+        return;
+      }
       this.log("warn", "batch reverted; its items go back to the queue and are checked again", { batch: batch.id });
       await ingest.requeued(ids);
       this.invalidateItems(await store.getItems(ids));
@@ -374,6 +414,7 @@ export class Batcher {
     ingest.finished(batch.itemIds, new Set(skipped.map((o) => o.id)));
     this.invalidateItems(await store.getItems(batch.itemIds));
     for (const s of skipped) this.o.events?.misprediction?.(s.reason ?? "unknown", 1);
+    if (batch.messageId !== null) return;
     this.o.events?.batchMined?.({
       id: batch.id,
       size: batch.itemIds.length,
@@ -450,7 +491,64 @@ export class Batcher {
         open.push((await this.o.store.getBatch(id))!);
       }
     }
+    if (inFlight < this.o.config.maxInFlight) {
+      for (const message of await this.o.store.openOwnerMessages()) {
+        if (message.status !== "accepted" || inFlight >= this.o.config.maxInFlight) continue;
+        const id = await this.submitOwnerMessage(message, open);
+        if (id === undefined) continue;
+        created.push(id);
+        inFlight++;
+        open.push((await this.o.store.getBatch(id))!);
+      }
+    }
     return created;
+  }
+
+  /**
+   * An accepted owner message becomes a batch of its own: checked again against `pending` (a
+   * freeze, another submission of its nonce or a passed deadline since it was accepted fail it
+   * here, with the contract's reason), then written with its nonce and gas, signed, broadcast.
+   */
+  private async submitOwnerMessage(row: OwnerMessageRow, open: BatchDetail[]): Promise<number | undefined> {
+    const { store } = this.o;
+    const message = fromStoredBody(row.kind, row.body);
+    const check = await checkOwnerMessage(this.o.client, this.o.contract, this.o.sender.address, message);
+    if (!check.ok) {
+      await store.updateOwnerMessage(row.id, { status: "failed", error: `${check.error}: ${check.message}` });
+      this.log("warn", "owner message refused by the contract before sending; marked failed", {
+        message: row.id,
+        error: check.error,
+      });
+      this.o.events?.ownerMessage?.({ id: row.id, kind: row.kind, status: "failed", error: check.error });
+      return undefined;
+    }
+    // eth_estimateGas plus a quarter (it may run on a state a little different from the block's).
+    const gas = BigInt(Math.min(this.o.config.maxGas, Number((check.gas * 5n) / 4n)));
+    const nonce = await this.nextNonce(open);
+    const id = await store.createBatch({
+      kind: row.kind,
+      token: ZERO_ADDRESS,
+      sender: this.o.sender.address.toLowerCase() as Hex,
+      nonce,
+      itemIds: [],
+      messageId: row.id,
+      gasEstimate: gas,
+    });
+    this.log("info", "owner message submitted", { batch: id, kind: row.kind, message: row.id, nonce });
+    this.o.events?.ownerMessage?.({ id: row.id, kind: row.kind, status: "submitted" });
+    await this.sendAttempt(
+      { id, kind: row.kind, token: ZERO_ADDRESS, nonce },
+      { message, gas },
+      await this.o.rpc.fees(),
+    );
+    return id;
+  }
+
+  /** The nonce a new batch takes: never below the chain's, never one an open batch holds. */
+  private async nextNonce(open: BatchDetail[]): Promise<number> {
+    const chainNonce = await this.o.rpc.nonce(this.o.sender.address, "latest");
+    const highestOpen = open.reduce((m, b) => Math.max(m, b.nonce), -1);
+    return Math.max(chainNonce, highestOpen + 1);
   }
 
   /** Kinds and tokens with items that must go now (count, age, deadline, tab threshold). */
@@ -497,9 +595,7 @@ export class Batcher {
     rows.sort((a, b) => cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n)));
     rows = await this.dropWhatWouldBeSkipped(kind, token, rows);
     if (rows.length === 0) return undefined;
-    const chainNonce = await this.o.rpc.nonce(this.o.sender.address, "latest");
-    const highestOpen = open.reduce((m, b) => Math.max(m, b.nonce), -1);
-    const nonce = Math.max(chainNonce, highestOpen + 1);
+    const nonce = await this.nextNonce(open);
     const gasEstimate = BigInt(GAS_BASE + GAS_PER[kind] * rows.length);
     const id = await store.createBatch({
       kind,
@@ -512,7 +608,7 @@ export class Batcher {
     ingest.batched(rows.map((r) => r.id));
     this.o.events?.batchCreated?.({ id, kind, size: rows.length, nonce });
     this.log("info", "batch created", { batch: id, kind, items: rows.length, nonce });
-    await this.sendAttempt({ id, kind, token, nonce }, rows, await this.o.rpc.fees());
+    await this.sendAttempt({ id, kind, token, nonce }, { items: rows }, await this.o.rpc.fees());
     return id;
   }
 
@@ -599,6 +695,9 @@ function packed(kind: ItemKind, r: ItemRow) {
   );
 }
 
+type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
+
+const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000" as Hex;
 const tabOf = (r: ItemRow) => tabKeyOf(r.device, r.payee, r.token, r.tabId!);
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);

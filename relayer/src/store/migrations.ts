@@ -10,6 +10,11 @@ export interface Migration {
   version: number;
   name: string;
   up: string;
+  /**
+   * Rebuilds a table that others reference (SQLite's 12-step ALTER): foreign keys are switched
+   * off around the transaction and `foreign_key_check` must come back empty before it commits.
+   */
+  rebuildsTables?: boolean;
 }
 
 /** Marks a file as a relayer store ("MPRY"), so we never migrate another application's database. */
@@ -148,6 +153,43 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX owner_messages_status ON owner_messages (status, created_at);
     `,
   },
+  {
+    version: 2,
+    name: "owner messages are submitted as batches of their own kind",
+    rebuildsTables: true,
+    up: `
+      CREATE TABLE batches_v2 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('payment','voucher','onboarding','revocation')),
+        token TEXT NOT NULL,
+        sender TEXT NOT NULL,
+        nonce INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN (${BATCH_STATUS})),
+        item_count INTEGER NOT NULL,
+        gas_estimate TEXT,
+        gas_used TEXT,
+        block_number INTEGER,
+        block_hash TEXT,
+        tx_hash TEXT,
+        error TEXT,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        -- The owner message an onboarding or revocation batch submits (items batches: NULL).
+        message_id TEXT REFERENCES owner_messages (id),
+        CHECK ((kind IN ('onboarding','revocation')) = (message_id IS NOT NULL)),
+        CHECK (message_id IS NULL OR item_count = 0)
+      ) STRICT;
+      INSERT INTO batches_v2 (id, kind, token, sender, nonce, status, item_count, gas_estimate, gas_used,
+          block_number, block_hash, tx_hash, error, created_at, updated_at)
+        SELECT id, kind, token, sender, nonce, status, item_count, gas_estimate, gas_used,
+          block_number, block_hash, tx_hash, error, created_at, updated_at FROM batches;
+      DROP TABLE batches;
+      ALTER TABLE batches_v2 RENAME TO batches;
+      CREATE UNIQUE INDEX batches_sender_nonce ON batches (sender, nonce) WHERE status NOT IN ('failed','dropped');
+      CREATE INDEX batches_status ON batches (status, id);
+      CREATE INDEX batches_message ON batches (message_id) WHERE message_id IS NOT NULL;
+    `,
+  },
 ];
 
 /** The schema version this code writes. */
@@ -189,9 +231,16 @@ export function migrate(db: Database, file: string, migrations: readonly Migrati
     );
   }
   for (const m of migrations.slice(from)) {
+    // PRAGMA foreign_keys is a no-op inside a transaction: switch it around the transaction.
+    const foreignKeys = db.pragma("foreign_keys", { simple: true }) as number;
     try {
+      if (m.rebuildsTables) db.pragma("foreign_keys = OFF");
       db.transaction(() => {
         db.exec(m.up);
+        if (m.rebuildsTables) {
+          const broken = db.pragma("foreign_key_check") as unknown[];
+          if (broken.length > 0) throw new Error(`${broken.length} rows would break a foreign key`);
+        }
         if (m.version === 1) db.pragma(`application_id = ${APPLICATION_ID}`);
         db.pragma(`user_version = ${m.version}`);
       })();
@@ -203,6 +252,8 @@ export function migrate(db: Database, file: string, migrations: readonly Migrati
         { file, version: m.version },
         { cause },
       );
+    } finally {
+      if (m.rebuildsTables) db.pragma(`foreign_keys = ${foreignKeys ? "ON" : "OFF"}`);
     }
   }
   return { from, to: Math.max(from, latest) };

@@ -13,6 +13,7 @@ import {
   BATCH_STATUSES,
   BATCH_TRANSITIONS,
   type BatchDetail,
+  type BatchKind,
   type BatchMined,
   type BatchRequeue,
   type BatchRow,
@@ -34,6 +35,7 @@ import {
   OPEN_BATCH_STATUSES,
   OWNER_MESSAGE_TRANSITIONS,
   type OwnerMessageRow,
+  type OwnerMessageStatus,
   type OwnerMessageUpdate,
   type Page,
   type ReadyItemsQuery,
@@ -123,7 +125,8 @@ function toTab(r: Row): TabRow {
 function toBatch(r: Row): BatchRow {
   return {
     id: r.id as number,
-    kind: r.kind as ItemKind,
+    kind: r.kind as BatchKind,
+    messageId: (r.message_id as Hex | null) ?? null,
     token: r.token as Hex,
     sender: r.sender as Hex,
     nonce: r.nonce as number,
@@ -545,12 +548,32 @@ export class SqliteStore implements Store {
           { refused },
         );
       }
+      if (b.messageId !== null) {
+        const m = this.ownerMessageSync(b.messageId);
+        if (m?.status !== "accepted" || m.kind !== b.kind) {
+          throw conflict(
+            `owner message ${b.messageId} is ${m ? `${m.kind}, ${m.status}` : "unknown"}: only an accepted ${b.kind} can be submitted`,
+            { messageId: b.messageId, status: m?.status ?? null },
+          );
+        }
+      }
       let id: number;
       try {
         const row = this.sql(
-          `INSERT INTO batches (kind, token, sender, nonce, status, item_count, gas_estimate, created_at, updated_at)
-           VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?) RETURNING id`,
-        ).get(b.kind, b.token, b.sender, b.nonce, b.itemIds.length, sOrNull(b.gasEstimate), now, now) as Row;
+          `INSERT INTO batches (kind, token, sender, nonce, status, item_count, gas_estimate, message_id, created_at,
+             updated_at)
+           VALUES (?, ?, ?, ?, 'created', ?, ?, ?, ?, ?) RETURNING id`,
+        ).get(
+          b.kind,
+          b.token,
+          b.sender,
+          b.nonce,
+          b.itemIds.length,
+          sOrNull(b.gasEstimate),
+          b.messageId,
+          now,
+          now,
+        ) as Row;
         id = row.id as number;
       } catch (error) {
         if ((error as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
@@ -570,6 +593,7 @@ export class SqliteStore implements Store {
         mark.run(id, position, now, itemId);
         member.run(id, position, itemId);
       });
+      if (b.messageId !== null) this.setMessageSync(b.messageId, "submitted", now);
       return id;
     });
   }
@@ -622,6 +646,7 @@ export class SqliteStore implements Store {
         `UPDATE items SET status = 'submitted', tx_hash = ?, updated_at = ?
          WHERE batch_id = ? AND status IN ('batched', 'submitted')`,
       ).run(h, now, batch.id);
+      if (batch.messageId !== null) this.setMessageSync(batch.messageId, "submitted", now, { txHash: h });
     });
   }
 
@@ -703,6 +728,7 @@ export class SqliteStore implements Store {
       );
       for (const o of m.items)
         outcome.run(o.status, o.reason, o.message, m.txHash, m.blockNumber, m.blockHash, now, o.id);
+      if (batch.messageId !== null) this.setMessageSync(batch.messageId, "submitted", now, { txHash: m.txHash });
     });
   }
 
@@ -747,6 +773,7 @@ export class SqliteStore implements Store {
         if (it.kind !== "voucher" || it.outcome !== "settled") continue;
         settle.run(it.device, it.payee, it.token, s(it.tabId!), it.id, s(it.amount), s(it.amount), now);
       }
+      if (batch.messageId !== null) this.setMessageSync(batch.messageId, "confirmed", now, { error: null });
       this.setBatchStatus(batch, "confirmed", now);
     });
   }
@@ -789,6 +816,15 @@ export class SqliteStore implements Store {
         now,
         id,
       );
+      if (batch.messageId !== null) {
+        // A reverted message is refused by the contract; one that never landed is submitted again.
+        if (r.status === "reverted") {
+          this.setMessageSync(batch.messageId, "failed", now, {
+            txHash: rc?.txHash ?? null,
+            error: r.error ?? "the transaction reverted",
+          });
+        } else this.setMessageSync(batch.messageId, "accepted", now, { txHash: null, error: r.error ?? null });
+      }
       return requeued;
     });
   }
@@ -864,6 +900,27 @@ export class SqliteStore implements Store {
   }
 
   // ---- helpers (synchronous, inside a transaction or a read) ----
+
+  /** Moves an owner message along its state machine (a refused transition throws CONFLICT). */
+  private setMessageSync(
+    id: Hex,
+    status: OwnerMessageStatus,
+    now: number,
+    change: { txHash?: Hex | null; error?: string | null } = {},
+  ): void {
+    const current = this.ownerMessageSync(id);
+    if (!current) throw notFound(`owner message ${id}`, { id });
+    if (current.status !== status && !OWNER_MESSAGE_TRANSITIONS[current.status].includes(status)) {
+      throw conflict(`owner message ${id} is ${current.status}: it cannot become ${status}`, { id });
+    }
+    this.sql("UPDATE owner_messages SET status = ?, tx_hash = ?, error = ?, updated_at = ? WHERE id = ?").run(
+      status,
+      change.txHash === undefined ? current.txHash : change.txHash,
+      change.error === undefined ? current.error : change.error,
+      now,
+      id,
+    );
+  }
 
   private sql(text: string): Statement {
     let st = this.statements.get(text);

@@ -67,6 +67,17 @@ export const OPEN_BATCH_STATUSES = ["created", "sent", "mined"] as const satisfi
 export const OWNER_MESSAGE_KINDS = ["onboarding", "revocation"] as const;
 export type OwnerMessageKind = (typeof OWNER_MESSAGE_KINDS)[number];
 
+/**
+ * What a batch carries: payments or vouchers (items of one token), or one owner message
+ * (`messageId`, no items) submitted through the same nonce, attempt and receipt machinery.
+ */
+export const BATCH_KINDS = ["payment", "voucher", "onboarding", "revocation"] as const;
+export type BatchKind = (typeof BATCH_KINDS)[number];
+
+/**
+ * Owner message state machine: accepted ──createBatch──▶ submitted ──markBatchConfirmed──▶ confirmed;
+ * requeueBatch: reverted ──▶ failed, dropped or failed ──▶ accepted (submitted again, re-checked).
+ */
 export const OWNER_MESSAGE_STATUSES = ["accepted", "submitted", "confirmed", "failed"] as const;
 export type OwnerMessageStatus = (typeof OWNER_MESSAGE_STATUSES)[number];
 
@@ -198,19 +209,23 @@ export interface ReadyItemsQuery {
 }
 
 export interface NewBatch {
-  kind: ItemKind;
+  kind: BatchKind;
+  /** The items' token; the zero address for an owner message. */
   token: Hex;
   sender: Hex;
   /** The sender's transaction nonce, fixed for every attempt of this batch. */
   nonce: number;
-  /** In settlement order; each must be `accepted` and of the batch's kind and token. */
+  /** In settlement order; each must be `accepted` and of the batch's kind and token. Empty for an owner message. */
   itemIds: readonly Hex[];
+  /** Onboarding and revocation batches only: the `accepted` owner message of that kind they submit. */
+  messageId?: Hex | null;
   gasEstimate?: bigint | null;
 }
 
 export interface BatchRow {
   id: number;
-  kind: ItemKind;
+  kind: BatchKind;
+  messageId: Hex | null;
   token: Hex;
   sender: Hex;
   nonce: number;

@@ -4,6 +4,7 @@
 
 import { StoreError } from "./errors";
 import {
+  BATCH_KINDS,
   type BatchMined,
   type BatchRequeue,
   type Cursor,
@@ -192,11 +193,19 @@ export function rejections(raw: readonly ItemRejection[]): ItemUpdate[] {
 
 export function newBatch(raw: NewBatch): Omit<Required<NewBatch>, "itemIds"> & { itemIds: Hex[] } {
   if (raw === null || typeof raw !== "object") invalid("batch", raw, "a batch");
+  const kind = oneOf(raw.kind, BATCH_KINDS, "kind");
   const itemIds = list(raw.itemIds, "itemIds").map((id, i) => hash32(id, `itemIds[${i}]`));
-  if (itemIds.length === 0) invalid("itemIds", raw.itemIds, "at least one item id");
+  const forMessage = (OWNER_MESSAGE_KINDS as readonly string[]).includes(kind);
+  if (forMessage && itemIds.length > 0) invalid("itemIds", raw.itemIds, "no items in an owner message's batch");
+  if (!forMessage && itemIds.length === 0) invalid("itemIds", raw.itemIds, "at least one item id");
   if (new Set(itemIds).size !== itemIds.length) invalid("itemIds", "(duplicates)", "distinct ids");
+  const messageId = raw.messageId === undefined || raw.messageId === null ? null : hash32(raw.messageId, "messageId");
+  if (forMessage !== (messageId !== null)) {
+    invalid("messageId", raw.messageId, forMessage ? "the owner message's id" : "none for a batch of items");
+  }
   return {
-    kind: oneOf(raw.kind, ITEM_KINDS, "kind"),
+    kind,
+    messageId,
     token: address(raw.token, "token"),
     sender: address(raw.sender, "sender"),
     nonce: int(raw.nonce, "nonce"),

@@ -11,6 +11,7 @@ function batchJson(b: BatchRow) {
   return {
     id: b.id,
     kind: b.kind,
+    messageId: b.messageId,
     token: b.token,
     sender: b.sender,
     nonce: b.nonce,
