@@ -313,4 +313,39 @@ describe("relayer end to end (hardhat node, SQLite, HTTP)", function () {
       reason: "DeviceRevoked",
     });
   });
+
+  it("settles a tab's pending voucher at once when the tab starts closing (TabClosing), not at its age", async () => {
+    const { devices } = await chain.fleet(1);
+    const device = devices[0];
+    const v: Voucher = {
+      payee: PAYEES[1],
+      token: chain.usdc,
+      tabId: 9n,
+      cumulative: USDC(2),
+      deadline: (await now()) + 3_600n,
+      maxFee: 0n,
+    };
+    const signature = await signVoucher({ signer: device, domain: chain.domain, voucher: v });
+    const body = {
+      voucher: { ...v, tabId: "9", cumulative: v.cumulative.toString(), deadline: v.deadline.toString(), maxFee: "0" },
+      signature,
+    };
+    const res = await post("/v1/vouchers", { vouchers: [body] });
+    const id = (res.body.results as { id: Hex; status: string }[])[0].id;
+    // Threshold and age are far away in this suite's config: nothing would batch it for minutes.
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await waitFor(id, ["accepted"], "vouchers")).status).to.equal("accepted");
+    // The owner closes the tab: vouchers settle until closesAt (now + notice period), then never.
+    // (A payee's close takes effect at once: it gives up what is unsettled.)
+    await chain.ownerCall("closeTab", [device.address, PAYEES[1], chain.usdc, 9n]);
+    await waitFor(id, ["settled"], "vouchers", 30_000);
+    const tab = await chain.client.readContract({
+      address: chain.deployment.machinePay,
+      abi: machinePayAbi,
+      functionName: "getTab",
+      args: [device.address, PAYEES[1], chain.usdc, 9n],
+    });
+    expect(tab.settled).to.equal(USDC(2));
+    expect(tab.closesAt).to.not.equal(0);
+  });
 });

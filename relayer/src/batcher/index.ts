@@ -91,6 +91,8 @@ export class Batcher {
   private lock: Promise<unknown> = Promise.resolve();
   private stopping = false;
   private force = false;
+  /** Tabs whose TabClosing was seen: their pending voucher is due at once (it settles only until closesAt). */
+  private readonly closingTabs = new Set<string>();
   /** Last chain head seen, and the sender's balance (readiness). */
   head = 0;
   senderBalance: bigint | undefined;
@@ -150,13 +152,23 @@ export class Batcher {
     });
   }
 
-  /** After a restart: items of batches already mined are on chain; the ledger must not count them. */
+  /**
+   * After a restart: items of batches already mined are on chain, so the ledger must not count
+   * them; tabs of pending vouchers that started closing while we were down are due at once.
+   */
   async recover(): Promise<void> {
     for (const b of await this.o.store.openBatches()) {
       if (b.status !== "mined") continue;
       const rows = await this.o.store.getItems(b.itemIds);
       const skipped = rows.filter((r) => r?.outcome === "rejected").map((r) => r!.id);
       this.o.ingest.finished(b.itemIds, new Set(skipped));
+    }
+    const tabs = new Set<string>();
+    for (const e of this.o.ingest.ledger.entries()) if (e.tab) tabs.add(e.tab);
+    for (const key of tabs) {
+      const [device, payee, token, tabId] = key.split(":");
+      const t = await this.o.state.tab(device as Address, payee as Address, token as Address, BigInt(tabId));
+      if (t.closesAt !== 0n) this.closingTabs.add(key);
     }
   }
 
@@ -209,6 +221,9 @@ export class Batcher {
       case "PaymentSettled":
       case "VoucherSettled":
       case "TabClosing":
+        if (e.eventName === "TabClosing") {
+          this.closingTabs.add(tabKeyOf(a.device as string, a.payee as string, a.token as string, a.tabId as bigint));
+        }
         s.invalidateDevice(a.device as Address);
         if (e.eventName === "PaymentSettled" || e.eventName === "VoucherSettled") s.invalidateBalances();
         break;
@@ -571,6 +586,7 @@ export class Batcher {
         g.due = now - e.acceptedAt >= c.maxAgeMs || e.deadline - chainNow <= BigInt(c.deadlineMarginSeconds);
       } else {
         g.due =
+          (e.tab !== undefined && this.closingTabs.has(e.tab)) ||
           now - e.acceptedAt >= c.tabs.maxAgeMs ||
           e.spend >= c.tabs.threshold ||
           e.deadline - chainNow <= BigInt(c.tabs.beforeDeadlineSeconds);
