@@ -7,6 +7,7 @@
  *
  *   pnpm --filter @machinepay/relayer bench:relayer
  *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
+ *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
@@ -119,7 +120,14 @@ async function main() {
     );
     child = spawn(
       process.execPath,
-      [join(__dirname, "..", "bin", "machinepay.js"), "relayer", "start", "--config", configFile],
+      [
+        ...(process.env.PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE] : []),
+        join(__dirname, "..", "bin", "machinepay.js"),
+        "relayer",
+        "start",
+        "--config",
+        configFile,
+      ],
       {
         stdio: ["ignore", "inherit", "inherit"],
       },

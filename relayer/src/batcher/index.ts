@@ -16,7 +16,14 @@
  * of every attempt are asked for before anything is decided.
  */
 import { decodeMachinePayLog, type Hex, machinePayAbi, packPayment, packVoucher, REASONS } from "@machinepay/sdk";
-import { type Address, encodeFunctionData, keccak256, type PublicClient, type TransactionReceipt } from "viem";
+import {
+  type Address,
+  encodeFunctionData,
+  keccak256,
+  type PublicClient,
+  type TransactionReceipt,
+  toEventSelector,
+} from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { ChainClock } from "../chain/clock";
 import { checkOwnerMessage, fromStoredBody, type OwnerMessage, ownerMessageCalldata } from "../chain/owner-messages";
@@ -123,7 +130,7 @@ export class Batcher {
       const open = await this.o.store.openBatches();
       if (open.every((b) => b.status === "mined")) break;
       await this.exclusive(async () => {
-        await this.followChain();
+        await this.followChain(open);
         await this.watch(open);
       });
       await new Promise((r) => setTimeout(r, this.o.config.pollMs));
@@ -135,7 +142,7 @@ export class Batcher {
     return this.exclusive(async () => {
       this.force = true;
       try {
-        await this.followChain();
+        await this.followChain(await this.o.store.openBatches());
         return { batches: await this.build() };
       } finally {
         this.force = false;
@@ -146,8 +153,9 @@ export class Batcher {
   /** One pass of the loop (exposed for tests). */
   tick(): Promise<void> {
     return this.exclusive(async () => {
-      await this.followChain();
-      await this.watch(await this.o.store.openBatches());
+      const open = await this.o.store.openBatches();
+      await this.followChain(open);
+      await this.watch(open);
       if (!this.stopping) await this.build();
     });
   }
@@ -180,8 +188,13 @@ export class Batcher {
 
   // ---- 1. the chain ------------------------------------------------------------------------------
 
-  private async followChain(): Promise<void> {
+  /**
+   * Settlement events of our own open batches' transactions are left to `mined`, which refreshes
+   * exactly what they changed before the ledger lets the items go; every other event invalidates.
+   */
+  private async followChain(open: BatchDetail[]): Promise<void> {
     const { client, store, state, contract } = this.o;
+    const ours = new Set(open.flatMap((b) => b.attempts.map((a) => a.hash.toLowerCase())));
     const block = await client.getBlock({ blockTag: "latest" });
     this.head = Number(block.number);
     this.o.clock.observe(block.timestamp);
@@ -202,7 +215,11 @@ export class Batcher {
     while (from <= this.head) {
       const to = Math.min(this.head, from + 1999);
       const logs = await client.getLogs({ address: contract, fromBlock: BigInt(from), toBlock: BigInt(to) });
-      for (const log of logs) this.invalidateFor(log);
+      for (const log of logs) {
+        if (log.transactionHash && ours.has(log.transactionHash.toLowerCase()) && SETTLEMENT_TOPICS.has(log.topics[0]!))
+          continue;
+        this.invalidateFor(log);
+      }
       const end = to === this.head ? block : await client.getBlock({ blockNumber: BigInt(to) });
       await store.setCursor(EVENTS_CURSOR, { blockNumber: to, blockHash: end.hash });
       from = to + 1;
@@ -424,10 +441,11 @@ export class Batcher {
       gasUsed: receipt.gasUsed,
       items: outcomes,
     });
-    // The chain now holds these spends: the ledger stops counting them, the cache re-reads.
+    // The chain now holds these spends: the cache re-reads what they changed, then the ledger
+    // stops counting them (never the other way round, or admission would briefly count neither).
     const skipped = outcomes.filter((o) => o.status === "rejected");
+    await this.refreshFor((await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null));
     ingest.finished(batch.itemIds, new Set(skipped.map((o) => o.id)));
-    this.invalidateItems(await store.getItems(batch.itemIds));
     for (const s of skipped) this.o.events?.misprediction?.(s.reason ?? "unknown", 1);
     if (batch.messageId !== null) return;
     this.o.events?.batchMined?.({
@@ -480,6 +498,30 @@ export class Batcher {
       return;
     }
     if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) await store.markBatchConfirmed(batch.id);
+  }
+
+  /** Re-read the device words, balances (owners, payees, fee recipient) and tabs that `rows` touched. */
+  private async refreshFor(rows: ItemRow[]): Promise<void> {
+    const fee = this.o.feeRecipient;
+    try {
+      await this.o.state.refresh({
+        devices: rows.map((r) => r.device as Address),
+        balances: rows.flatMap((r) => [
+          [r.owner as Address, r.token as Address] as [Address, Address],
+          [r.payee as Address, r.token as Address] as [Address, Address],
+          [fee, r.token as Address] as [Address, Address],
+        ]),
+        tabs: rows
+          .filter((r) => r.kind === "voucher")
+          .map((r) => [r.device, r.payee, r.token, r.tabId!] as [Address, Address, Address, bigint]),
+      });
+    } catch (e) {
+      // Reads failed: forget the entries instead, so the next admission reads them itself.
+      this.log("warn", "could not refresh cached state after a batch; invalidating it", {
+        error: (e as Error).message,
+      });
+      this.invalidateItems(rows);
+    }
   }
 
   private invalidateItems(rows: (ItemRow | null)[]): void {
@@ -710,6 +752,17 @@ function packed(kind: ItemKind, r: ItemRow) {
     r.fee,
   );
 }
+
+/** Events a settlement transaction emits: for our own, `mined` refreshes the cache itself. */
+const SETTLEMENT_TOPICS = new Set<string>(
+  machinePayAbi
+    .filter(
+      (x) =>
+        x.type === "event" &&
+        ["PaymentSettled", "VoucherSettled", "PaymentSkipped", "VoucherSkipped", "BatchSettled"].includes(x.name),
+    )
+    .map((x) => toEventSelector(x as never)),
+);
 
 type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
 

@@ -48,9 +48,15 @@ const lc = (a: string) => a.toLowerCase();
 
 type Entry<T> = { value: Promise<T>; at: number };
 
-/** ChainState over MachinePay's views with a cache that events invalidate. */
+/**
+ * ChainState over MachinePay's views with a cache that events invalidate. Keys: `d:device`,
+ * `p:policyId`, `a:policyId:payee`, `e:owner`, `b:account:token`, `w:owner:token`,
+ * `t:device:payee:token:tabId`; groups index them (`t:device`, `a:policyId`, `b:account`,
+ * `bt:token`, `w:owner`) so an invalidation touches only its own entries, never the whole cache.
+ */
 export class CachedChainState implements ChainState {
   private readonly cache = new Map<string, Entry<unknown>>();
+  private readonly groups = new Map<string, Set<string>>();
 
   constructor(
     private readonly client: PublicClient,
@@ -59,17 +65,68 @@ export class CachedChainState implements ChainState {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  private get<T>(key: string, load: () => Promise<T>): Promise<T> {
+  private get<T>(key: string, load: () => Promise<T>, groups: string[] = []): Promise<T> {
     const hit = this.cache.get(key) as Entry<T> | undefined;
     if (hit && this.clock() - hit.at < this.ttlMs) return hit.value;
     const value = load();
     const entry = { value, at: this.clock() };
     this.cache.set(key, entry);
+    for (const g of groups) {
+      const set = this.groups.get(g) ?? new Set<string>();
+      set.add(key);
+      this.groups.set(g, set);
+    }
     // A failed read is not cached: the next caller asks again.
     value.catch(() => {
       if (this.cache.get(key) === entry) this.cache.delete(key);
     });
     return value;
+  }
+
+  private dropGroup(group: string): void {
+    const keys = this.groups.get(group);
+    if (!keys) return;
+    for (const k of keys) this.cache.delete(k);
+    this.groups.delete(group);
+  }
+
+  /**
+   * Re-read what our own mined batch changed (device words, balances, tabs) and replace each
+   * entry once its new value is in, so admission keeps answering from the cache instead of
+   * waiting on the chain. Reads go to `latest`, which includes the batch. Call it before the
+   * pending ledger releases the batch's items: until then both count them (conservative).
+   */
+  async refresh(
+    keys: {
+      devices?: Iterable<Address>;
+      balances?: Iterable<[account: Address, token: Address]>;
+      tabs?: Iterable<[device: Address, payee: Address, token: Address, tabId: bigint]>;
+    },
+    concurrency = 16,
+  ): Promise<void> {
+    const jobs: (() => Promise<unknown>)[] = [];
+    const fresh = <T>(key: string, load: () => Promise<T>, groups: string[] = []) =>
+      jobs.push(async () => {
+        const value = await load();
+        this.cache.delete(key);
+        await this.get(key, () => Promise.resolve(value), groups);
+      });
+    for (const d of new Set([...(keys.devices ?? [])].map(lc))) {
+      fresh(`d:${d}`, () => this.loadDevice(d as Address));
+    }
+    const balances = new Map<string, [Address, Address]>();
+    for (const [a, t] of keys.balances ?? []) balances.set(`${lc(a)}:${lc(t)}`, [a, t]);
+    for (const [k, [a, t]] of balances) {
+      fresh(`b:${k}`, () => this.read<bigint>("balanceOf", [a, t]), [`b:${lc(a)}`, `bt:${lc(t)}`]);
+    }
+    for (const [d, p, t, id] of keys.tabs ?? []) {
+      fresh(`t:${lc(d)}:${lc(p)}:${lc(t)}:${id}`, () => this.loadTab(d, p, t, id), [`t:${lc(d)}`]);
+    }
+    let next = 0;
+    const worker = async () => {
+      while (next < jobs.length) await jobs[next++]();
+    };
+    await Promise.all(Array.from({ length: Math.min(concurrency, jobs.length) }, worker));
   }
 
   private read<T>(functionName: string, args: unknown[]): Promise<T> {
@@ -82,26 +139,28 @@ export class CachedChainState implements ChainState {
   }
 
   device(device: Address) {
-    return this.get(`d:${lc(device)}`, async () => {
-      const d = await this.read<{
-        policyId: number;
-        paused: boolean;
-        periodIndex: number;
-        periodSpent: bigint;
-        lifetimeSpent: bigint;
-        nonceTop: number;
-        nonceWindow: number;
-      }>("getDevice", [device]);
-      return {
-        policyId: Number(d.policyId),
-        paused: d.paused,
-        periodIndex: BigInt(d.periodIndex),
-        periodSpent: d.periodSpent,
-        lifetimeSpent: d.lifetimeSpent,
-        nonceTop: BigInt(d.nonceTop),
-        nonceWindow: BigInt(d.nonceWindow),
-      };
-    });
+    return this.get(`d:${lc(device)}`, () => this.loadDevice(device));
+  }
+
+  private async loadDevice(device: Address): Promise<DeviceWord> {
+    const d = await this.read<{
+      policyId: number;
+      paused: boolean;
+      periodIndex: number;
+      periodSpent: bigint;
+      lifetimeSpent: bigint;
+      nonceTop: number;
+      nonceWindow: number;
+    }>("getDevice", [device]);
+    return {
+      policyId: Number(d.policyId),
+      paused: d.paused,
+      periodIndex: BigInt(d.periodIndex),
+      periodSpent: d.periodSpent,
+      lifetimeSpent: d.lifetimeSpent,
+      nonceTop: BigInt(d.nonceTop),
+      nonceWindow: BigInt(d.nonceWindow),
+    };
   }
 
   policy(policyId: number) {
@@ -131,48 +190,63 @@ export class CachedChainState implements ChainState {
   }
 
   balance(account: Address, token: Address) {
-    return this.get(`b:${lc(account)}:${lc(token)}`, () => this.read<bigint>("balanceOf", [account, token]));
+    return this.get(`b:${lc(account)}:${lc(token)}`, () => this.read<bigint>("balanceOf", [account, token]), [
+      `b:${lc(account)}`,
+      `bt:${lc(token)}`,
+    ]);
   }
 
   withdrawal(owner: Address, token: Address) {
     return this.get(`w:${lc(owner)}:${lc(token)}`, async () => {
       const w = await this.read<{ amount: bigint; readyAt: bigint }>("pendingWithdrawal", [owner, token]);
       return { amount: w.amount, readyAt: BigInt(w.readyAt) };
-    });
+    }, [`w:${lc(owner)}`]);
   }
 
   payeeAllowed(policyId: number, payee: Address) {
-    return this.get(`a:${policyId}:${lc(payee)}`, () => this.read<boolean>("isPayeeAllowed", [policyId, payee]));
+    return this.get(`a:${policyId}:${lc(payee)}`, () => this.read<boolean>("isPayeeAllowed", [policyId, payee]), [
+      `a:${policyId}`,
+    ]);
   }
 
   tab(device: Address, payee: Address, token: Address, tabId: bigint) {
-    return this.get(`t:${lc(device)}:${lc(payee)}:${lc(token)}:${tabId}`, async () => {
-      const t = await this.read<{ settled: bigint; closesAt: bigint }>("getTab", [device, payee, token, tabId]);
-      return { settled: t.settled, closesAt: BigInt(t.closesAt) };
-    });
+    return this.get(
+      `t:${lc(device)}:${lc(payee)}:${lc(token)}:${tabId}`,
+      () => this.loadTab(device, payee, token, tabId),
+      [`t:${lc(device)}`],
+    );
   }
 
-  /** Drop every cached entry whose key starts with one of `prefixes` (see the key scheme above). */
-  invalidate(...prefixes: string[]) {
-    for (const key of [...this.cache.keys()]) if (prefixes.some((p) => key.startsWith(p))) this.cache.delete(key);
+  private async loadTab(device: Address, payee: Address, token: Address, tabId: bigint): Promise<TabState> {
+    const t = await this.read<{ settled: bigint; closesAt: bigint }>("getTab", [device, payee, token, tabId]);
+    return { settled: t.settled, closesAt: BigInt(t.closesAt) };
   }
 
   invalidateDevice(device: Address) {
-    this.invalidate(`d:${lc(device)}`, `t:${lc(device)}:`);
+    this.cache.delete(`d:${lc(device)}`);
+    this.dropGroup(`t:${lc(device)}`);
   }
   invalidatePolicy(policyId: number) {
-    this.invalidate(`p:${policyId}`, `a:${policyId}:`);
+    this.cache.delete(`p:${policyId}`);
+    this.dropGroup(`a:${policyId}`);
   }
   invalidateOwner(owner: Address) {
-    this.invalidate(`e:${lc(owner)}`, `w:${lc(owner)}:`, `b:${lc(owner)}:`);
+    this.cache.delete(`e:${lc(owner)}`);
+    this.dropGroup(`w:${lc(owner)}`);
+    this.dropGroup(`b:${lc(owner)}`);
   }
+  /** One account's balance of one token. */
+  invalidateBalance(account: Address, token: Address) {
+    this.cache.delete(`b:${lc(account)}:${lc(token)}`);
+  }
+  /** Every cached balance of `token` (or of every token). */
   invalidateBalances(token?: Address) {
-    if (!token) return this.invalidate("b:");
-    for (const key of [...this.cache.keys()])
-      if (key.startsWith("b:") && key.endsWith(`:${lc(token)}`)) this.cache.delete(key);
+    if (token) return this.dropGroup(`bt:${lc(token)}`);
+    for (const g of [...this.groups.keys()]) if (g.startsWith("bt:")) this.dropGroup(g);
   }
   /** After a reorg or a gap in the event stream: forget everything. */
   invalidateAll() {
     this.cache.clear();
+    this.groups.clear();
   }
 }

@@ -61,6 +61,8 @@ type Fresh = { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device
 export class Ingest {
   readonly ledger = new PendingLedger();
   private readonly inflight = new Map<Hex, Promise<IngestResult>>();
+  /** Bumped whenever the ledger stops counting items that landed (see `finished`). */
+  private releases = 0;
 
   private constructor(private readonly o: IngestOptions) {}
 
@@ -127,8 +129,15 @@ export class Ingest {
         out.set(f.id, { id: f.id, kind, status: statusOf(row), reason: row.reason ?? undefined, duplicate: true });
       else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
     });
-    // Reads first (cached, concurrent), then every decision in one synchronous pass.
-    const snapshots = await Promise.all(todo.map(({ c }) => gatherSnapshot(this.o.chain, c)));
+    // Reads first (cached, concurrent), then every decision in one synchronous pass. If items were
+    // released while we read, a snapshot may predate their batch while the ledger no longer counts
+    // them (counting neither): read again (the batcher refreshed the cache before releasing).
+    let snapshots: Awaited<ReturnType<typeof gatherSnapshot>>[];
+    for (;;) {
+      const generation = this.releases;
+      snapshots = await Promise.all(todo.map(({ c }) => gatherSnapshot(this.o.chain, c)));
+      if (generation === this.releases) break;
+    }
     const now = this.o.clock.now();
     const margin = BigInt(this.o.deadlineMarginSeconds);
     const window = { now, landBy: now + margin, deadlineMargin: margin };
@@ -244,6 +253,7 @@ export class Ingest {
    * names those that did not settle (a skipped voucher's successor then pays its increment too).
    */
   finished(ids: readonly Hex[], rejected: ReadonlySet<Hex> = new Set()): void {
+    if (ids.length > 0) this.releases++;
     for (const id of ids) {
       if (rejected.has(id)) this.ledger.handOver(id);
       this.ledger.remove(id);
