@@ -88,7 +88,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   const clock = new ChainClock();
   const state = new CachedChainState(client, contract);
   // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
-  const verifier = new SharedVerifier(domain);
+  const verifier = new SharedVerifier(domain, config.verifyWorkers);
   const ingest = await Ingest.open({
     verifier,
     chain: state,
@@ -193,6 +193,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
       await app.close();
       await batcher.stop(drainMs);
       await store.close();
+      await verifier.close();
       log.info("relayer stopped");
     },
   };

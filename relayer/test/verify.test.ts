@@ -15,6 +15,7 @@ import secp256k1 from "secp256k1";
 import { compactSignatureToSignature, getAddress, hashTypedData, isAddress, keccak256, recoverAddress } from "viem";
 import { privateKeyToAddress, signTypedData } from "viem/accounts";
 import { nativeKeccak256, Verifier, type VerifyCode, type VerifyItem, type VerifyResult } from "../src/ingest/verify";
+import { VerifierPool } from "../src/ingest/verify-pool";
 
 // Deterministic corpus: splitmix64 from a fixed seed.
 function rng(seed: bigint) {
@@ -444,6 +445,36 @@ describe("relayer: ingest/verify (fast path against viem)", function () {
     expect(js.domainSeparator).to.equal(verifier.domainSeparator);
     for (let i = 0; i < 1000; i++) expect(js.verify(cases[i].item)).to.deep.equal(results[i]);
     expect(nativeKeccak256(new Uint8Array(0))).to.deep.equal(keccak256(new Uint8Array(0), "bytes"));
+  });
+
+  it("gives the same verdicts on worker threads, in order, for many small calls and one large one", async () => {
+    const pool = new VerifierPool(domain, 2);
+    try {
+      const items = cases.slice(0, 2_000).map((c) => c.item);
+      // 200 one-item calls in one turn (coalesced into a message per worker), then one of 1,800.
+      const small = await Promise.all(items.slice(0, 200).map((it) => pool.verifyMany([it])));
+      const large = await pool.verifyMany(items.slice(200));
+      expect([...small.flat(), ...large]).to.deep.equal(results.slice(0, 2_000));
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it("verifies inline what a worker held when it dies, and replaces the worker", async () => {
+    const pool = new VerifierPool(domain, 1);
+    try {
+      const items = cases.slice(0, 500).map((c) => c.item);
+      const slots = (pool as unknown as { slots: { worker: { terminate(): Promise<number> } }[] }).slots;
+      const first = slots[0].worker;
+      const pending = pool.verifyMany(items);
+      await new Promise((r) => setImmediate(r)); // the batch is posted to the worker
+      await first.terminate();
+      expect(await pending).to.deep.equal(results.slice(0, 500));
+      expect(slots[0].worker).to.not.equal(first);
+      expect(await pool.verifyMany(items.slice(0, 10))).to.deep.equal(results.slice(0, 10));
+    } finally {
+      await pool.close();
+    }
   });
 
   it("returns lowercase hex digests and devices", () => {

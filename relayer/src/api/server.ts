@@ -24,7 +24,7 @@ import type { ChainState } from "../chain/state";
 import type { Deployment, RelayerConfig } from "../config";
 import type { Ingest } from "../ingest";
 import type { PendingLedger } from "../ingest/pending";
-import { Verifier } from "../ingest/verify";
+import { Verifier, type VerifyItem } from "../ingest/verify";
 import type { Metrics } from "../metrics";
 import type { OwnerMessageKind, Store } from "../store/types";
 import { ApiError, toApiError } from "./errors";
@@ -83,7 +83,7 @@ export interface ApiDeps {
    * the SharedVerifier Ingest was opened with, so each signature is recovered once; default: a
    * Verifier of its own (correct, but every item is then recovered twice).
    */
-  verifier?: Pick<Verifier, "verify">;
+  verifier?: Pick<Verifier, "verify"> & { prepare?(items: readonly VerifyItem[]): Promise<void> };
   /**
    * What the relayer holds pending: headroom is chain state minus this. Default: `ingest.ledger`
    * when `ingest` is an Ingest (buildServer refuses to start without either).
@@ -113,7 +113,7 @@ export type ApiApp = FastifyInstance<RawServerDefault, IncomingMessage, ServerRe
 /** What route modules share: the deps with their defaults filled in. */
 export type RouteContext = {
   deps: ApiDeps & Required<Pick<ApiDeps, "ledger" | "clock">>;
-  verifier: Pick<Verifier, "verify">;
+  verifier: Pick<Verifier, "verify"> & { prepare?(items: readonly VerifyItem[]): Promise<void> };
   limiter: DeviceRateLimiter;
   /** The deployment's EIP-712 domain separator (ids of items refused before hashing). */
   separator: Uint8Array;

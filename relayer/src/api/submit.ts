@@ -63,6 +63,7 @@ function digestOf(ctx: RouteContext, item: VerifyItem): `0x${string}` {
 }
 
 export async function submitItems(ctx: RouteContext, items: VerifyItem[]): Promise<SubmitResultJson[]> {
+  await ctx.verifier.prepare?.(items);
   const taken = limitDevices(ctx, items);
   let results: Awaited<ReturnType<typeof ctx.deps.ingest.submit>>;
   try {

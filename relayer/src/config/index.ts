@@ -5,6 +5,7 @@
  * message naming the key and what is wanted.
  */
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { isAddress } from "viem";
 import { z } from "zod";
 
@@ -81,6 +82,11 @@ export const configSchema = z.object({
   confirmations: int(1, 1000).default(2),
   /** Refuse an item whose deadline is less than this many seconds after now (it could not settle in time). */
   deadlineMarginSeconds: int(0).default(30),
+  /**
+   * Worker threads that recover signatures beside the event loop (0: on the main thread). Default:
+   * one less than the machine's cores, at most 4.
+   */
+  verifyWorkers: int(0, 64).default(Math.max(0, Math.min(4, availableParallelism() - 1))),
   /** Fee the relayer charges per item, token units (never above the item's maxFee). */
   fee: bigintString.default(0n),
   /** Credited with fees; defaults to the sender. */
@@ -136,6 +142,7 @@ export const ENV_KEYS: Record<string, string> = {
   MACHINEPAY_SENDER_KEYSTORE: "sender.keystore",
   MACHINEPAY_CONFIRMATIONS: "confirmations",
   MACHINEPAY_LOG_LEVEL: "logLevel",
+  MACHINEPAY_VERIFY_WORKERS: "verifyWorkers",
 };
 
 function setPath(target: Record<string, unknown>, path: string, value: unknown) {
