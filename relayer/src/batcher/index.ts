@@ -601,7 +601,11 @@ export class Batcher {
     return id;
   }
 
-  /** The nonce a new batch takes: never below the chain's, never one an open batch holds. */
+  /**
+   * The nonce a new batch takes: never below the chain's (`latest`), never one an open batch
+   * holds. Deliberately not the store's highest nonce ever used: after a chain reset, or a batch
+   * whose nonce another transaction took, that would leave a gap that jams every later batch.
+   */
   private async nextNonce(open: BatchDetail[]): Promise<number> {
     const chainNonce = await this.o.rpc.nonce(this.o.sender.address, "latest");
     const highestOpen = open.reduce((m, b) => Math.max(m, b.nonce), -1);
