@@ -29,6 +29,7 @@ import type { ChainClock } from "../chain/clock";
 import { checkOwnerMessage, fromStoredBody, type OwnerMessage, ownerMessageCalldata } from "../chain/owner-messages";
 import type { Rpc } from "../chain/rpc";
 import type { CachedChainState } from "../chain/state";
+import { crashPoint } from "../faults";
 import { entryOf, type Ingest } from "../ingest";
 import { tabKeyOf } from "../ingest/pending";
 import type {
@@ -337,6 +338,7 @@ export class Batcher {
 
   private async broadcast(batch: { id: number }, hash: Hex, raw: Hex): Promise<void> {
     const outcome = await this.o.rpc.broadcast(raw);
+    if (outcome.kind === "sent") crashPoint("after-broadcast");
     switch (outcome.kind) {
       case "sent":
       case "known":
@@ -398,12 +400,14 @@ export class Batcher {
     });
     const hash = keccak256(raw);
     await this.o.store.addAttempt(batch.id, { hash, raw, nonce: batch.nonce, ...fees });
+    crashPoint("after-attempt-row");
     await this.broadcast(batch, hash, raw);
   }
 
   /** A receipt was found for one of the batch's attempts. */
   private async mined(batch: BatchDetail, receipt: TransactionReceipt): Promise<void> {
     const { store, ingest } = this.o;
+    crashPoint("after-receipt");
     if (receipt.status !== "success") {
       const ids = await store.requeueBatch(batch.id, {
         status: "reverted",
@@ -497,7 +501,10 @@ export class Batcher {
       this.o.state.invalidateAll();
       return;
     }
-    if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) await store.markBatchConfirmed(batch.id);
+    if (this.head - batch.blockNumber! + 1 >= this.o.config.confirmations) {
+      crashPoint("before-confirm");
+      await store.markBatchConfirmed(batch.id);
+    }
   }
 
   /** Re-read the device words, balances (owners, payees, fee recipient) and tabs that `rows` touched. */
@@ -667,6 +674,7 @@ export class Batcher {
       itemIds: rows.map((r) => r.id),
       gasEstimate,
     });
+    crashPoint("after-batch-row");
     ingest.batched(rows.map((r) => r.id));
     this.o.events?.batchCreated?.({ id, kind, size: rows.length, nonce });
     this.log("info", "batch created", { batch: id, kind, items: rows.length, nonce });

@@ -8,6 +8,7 @@
 import { type Address, type Hex, itemId } from "@machinepay/sdk";
 import type { ChainClock } from "../chain/clock";
 import type { ChainState } from "../chain/state";
+import { crashPoint } from "../faults";
 import type { ItemRow, NewItem, Store } from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
 import { type Candidate, decide, gatherSnapshot } from "./rules";
@@ -198,6 +199,7 @@ export class Ingest {
           .filter((a) => a.supersedes)
           .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
       });
+      crashPoint("after-write");
       // A voucher the batcher took between our decision and this commit was not superseded: it is
       // in flight, and its successor pays only what it adds on top of it.
       for (const u of result.updates) {
