@@ -1053,6 +1053,33 @@ describe("api: the relayer's HTTP API over a real store and ingest", function ()
       expect((await limited.get("/healthz")).status).to.equal(200);
     });
 
+    it("overload: too much being admitted, or too much waiting for the chain, answers 503 OVERLOADED; nothing of it is accepted", async () => {
+      // The pending ledger already holds what earlier tests accepted: allow exactly 2 more.
+      const pendingNow = h.ingest.ledger.size;
+      const behind = await h.serve({ config: config({ pendingItems: pendingNow + 2 }) });
+      const device = h.chain.device_(fleet.policyId);
+      const two = await Promise.all([1, 2].map(() => signed(device, { amount: 1n })));
+      let a = await behind.post("/v1/payments", { payments: two.map((p) => p.json) });
+      expect(a.body.results.map((r: { status: string }) => r.status)).to.deep.equal(["accepted", "accepted"]);
+      const third = await signed(device, { amount: 1n });
+      a = await behind.post("/v1/payments", { payments: [third.json] });
+      expectError(a, 503, "OVERLOADED");
+      expect(a.headers.get("retry-after")).to.equal("5");
+      expect(a.body.error.details).to.include({ pendingItems: pendingNow + 2 });
+      expect(await h.store.getItem(third.id)).to.equal(null);
+
+      // Admission back-pressure: 3 items at once while at most 2 may be admitted.
+      const narrow = await h.serve({ config: config({ admittingItems: 2 }) });
+      const three = await Promise.all([1, 2, 3].map(() => signed(h.chain.device_(fleet.policyId), { amount: 1n })));
+      a = await narrow.post("/v1/payments", { payments: three.map((p) => p.json) });
+      expectError(a, 503, "OVERLOADED");
+      expect(a.headers.get("retry-after")).to.equal("1");
+      for (const p of three) expect(await h.store.getItem(p.id)).to.equal(null);
+      // Within the bound, the same server accepts.
+      a = await narrow.post("/v1/payments", { payments: three.slice(0, 2).map((p) => p.json) });
+      expect(a.body.results.map((r: { status: string }) => r.status)).to.deep.equal(["accepted", "accepted"]);
+    });
+
     it("a store that cannot commit answers 503 with Retry-After; nothing is accepted", async () => {
       const down = await h.serve({
         ingest: {

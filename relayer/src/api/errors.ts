@@ -31,6 +31,8 @@ export const ERROR_STATUS = {
   NOT_IMPLEMENTED: 501,
   /** The store could not commit: nothing was accepted, retry. */
   STORE_UNAVAILABLE: 503,
+  /** More work in flight or pending than the relayer takes: retry after Retry-After (nothing was accepted). */
+  OVERLOADED: 503,
   /** A chain read failed: retry. */
   CHAIN_UNAVAILABLE: 503,
   /** /readyz: a readiness part is failing. */

@@ -117,6 +117,10 @@ export type RouteContext = {
   limiter: DeviceRateLimiter;
   /** The deployment's EIP-712 domain separator (ids of items refused before hashing). */
   separator: Uint8Array;
+  /** Items inside a submit route right now, over every request (load shedding). */
+  load: { admitting: number };
+  /** Accepted items not settled yet (the pending ledger's size; 0 if the ledger does not say). */
+  pendingCount(): number;
 };
 
 declare module "fastify" {
@@ -274,6 +278,8 @@ export async function buildServer(deps: ApiDeps, options: BuildServerOptions = {
     verifier: deps.verifier ?? new Verifier(domain),
     limiter: new DeviceRateLimiter(config.limits.perDevicePerSecond, options.now),
     separator: domainSeparator(domain),
+    load: { admitting: 0 },
+    pendingCount: () => (ledger as { size?: number }).size ?? 0,
   };
   infoRoutes(app, ctx);
   paymentRoutes(app, ctx);

@@ -62,15 +62,47 @@ function digestOf(ctx: RouteContext, item: VerifyItem): `0x${string}` {
   }
 }
 
+/**
+ * Shed load before doing any work for it: too many items being admitted at once (the event loop
+ * or the store is behind), or too many accepted and not settled (the chain is behind). Nothing of
+ * the request is accepted, so resending it later is safe.
+ */
+function shed(ctx: RouteContext, count: number): void {
+  const { admittingItems, pendingItems } = ctx.deps.config.limits;
+  const admitting = ctx.load.admitting;
+  if (admitting + count > admittingItems) {
+    throw new ApiError(
+      "OVERLOADED",
+      `the relayer is admitting ${admitting} items already (at most ${admittingItems}): retry in 1 s; nothing of this request was accepted`,
+      { admitting, admittingItems },
+      1,
+    );
+  }
+  const pending = ctx.pendingCount();
+  if (pending + count > pendingItems) {
+    throw new ApiError(
+      "OVERLOADED",
+      `${pending} accepted items wait for settlement (at most ${pendingItems}): the chain is behind, retry in 5 s; nothing of this request was accepted`,
+      { pending, pendingItems },
+      5,
+    );
+  }
+}
+
 export async function submitItems(ctx: RouteContext, items: VerifyItem[]): Promise<SubmitResultJson[]> {
-  await ctx.verifier.prepare?.(items);
-  const taken = limitDevices(ctx, items);
+  shed(ctx, items.length);
+  ctx.load.admitting += items.length;
   let results: Awaited<ReturnType<typeof ctx.deps.ingest.submit>>;
+  let taken: Map<string, number> | undefined;
   try {
+    await ctx.verifier.prepare?.(items);
+    taken = limitDevices(ctx, items);
     results = await ctx.deps.ingest.submit(items);
   } catch (e) {
-    ctx.limiter.refund(taken); // nothing was stored: the client's retry should not be throttled for it
+    if (taken) ctx.limiter.refund(taken); // nothing was stored: the client's retry should not be throttled for it
     throw e;
+  } finally {
+    ctx.load.admitting -= items.length;
   }
   let duplicates = 0;
   const out = results.map((r, i): SubmitResultJson => {

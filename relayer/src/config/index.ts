@@ -115,8 +115,19 @@ export const configSchema = z.object({
       perIpPerMinute: int(1).default(60_000),
       /** Items per second per device. */
       perDevicePerSecond: int(1).default(200),
+      /** Items being admitted at once at most; beyond it submissions answer 503 OVERLOADED. */
+      admittingItems: int(1).default(50_000),
+      /** Accepted items not yet settled at most (the chain is not keeping up); beyond it, 503 OVERLOADED. */
+      pendingItems: int(1).default(1_000_000),
     })
-    .default({ bodyBytes: 1024 * 1024, itemsPerRequest: 1000, perIpPerMinute: 60_000, perDevicePerSecond: 200 }),
+    .default({
+      bodyBytes: 1024 * 1024,
+      itemsPerRequest: 1000,
+      perIpPerMinute: 60_000,
+      perDevicePerSecond: 200,
+      admittingItems: 50_000,
+      pendingItems: 1_000_000,
+    }),
   logLevel: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
 });
 export type RelayerConfig = z.infer<typeof configSchema>;
