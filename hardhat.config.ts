@@ -37,6 +37,17 @@ const config: HardhatUserConfig = {
       allowUnlimitedContractSize: process.env.MACHINEPAY_COVERAGE === "1",
     },
     localhost: { url: process.env.MACHINEPAY_RPC_URL ?? "http://127.0.0.1:8545" },
+    // `machinepay deploy` runs Ignition on this network, setting both variables for that child process
+    // only: the key never appears in a flag, a file or a log.
+    machinepay: {
+      url: process.env.MACHINEPAY_DEPLOY_RPC_URL ?? "http://127.0.0.1:8545",
+      accounts: process.env.MACHINEPAY_DEPLOY_KEY ? [process.env.MACHINEPAY_DEPLOY_KEY] : [],
+    },
+  },
+  ignition: {
+    // CreateX salt: zero sender bytes and 0x00 (no sender or chain protection), then "MachinePay1":
+    // the same bytecode and constructor arguments land at the same address on every chain.
+    strategyConfig: { create2: { salt: "0x0000000000000000000000000000000000000000004d616368696e6550617931" } },
   },
   gasReporter: { enabled: false, offline: true },
   mocha: { timeout: 120_000 },

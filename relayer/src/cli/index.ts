@@ -1,100 +1,46 @@
 /**
- * `machinepay` command line. This round: `machinepay relayer start`; the owner, device and
- * operator commands arrive with the CLI issue. Config comes from --config, MACHINEPAY_* variables
- * and flags (flags win); keys come from files or keystores, never from flags.
+ * `machinepay` command line: wires the command groups together. Owner commands (owner.ts) sign
+ * transactions with the owner's key; device commands (device.ts) sign payments and vouchers and
+ * talk to the relayer; operator commands (operator.ts) read and drive the relayer; deploy.ts runs
+ * the Ignition module; relayer.ts starts the service. Keys come from files or keystores, never from
+ * flags (keys.ts). Usage and configuration errors exit 2, runtime failures 1 (output.ts).
  */
-import { Command, InvalidArgumentError } from "commander";
-import pino from "pino";
-import { ConfigError, loadConfig } from "../config";
-import { loggerOptions, startRelayer } from "../service";
-
-const int = (name: string) => (v: string) => {
-  const n = Number(v);
-  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${name} must be a non-negative integer`);
-  return n;
-};
+import { Command } from "commander";
+import { deployCommand } from "./deploy";
+import { deviceCommands } from "./device";
+import { operatorCommands } from "./operator";
+import { example } from "./options";
+import { ownerCommands } from "./owner";
+import { relayerCommands } from "./relayer";
 
 export function program(): Command {
-  const cli = new Command("machinepay").description("MachinePay: machines pay machines.").showHelpAfterError();
-  const relayer = cli.command("relayer").description("run the relayer service");
-  relayer
-    .command("start")
-    .description("start the relayer: HTTP API, durable store, batching and settlement")
-    .option("-c, --config <file>", "JSON config file")
-    .option("--rpc <url>", "JSON-RPC URL of the chain")
-    .option("--deployment <file>", "deployment file (chain id, MachinePay address, deployment block)")
-    .option("--store <path>", "SQLite file (default machinepay-relayer.db)")
-    .option("--host <host>", "address to listen on (default 127.0.0.1)")
-    .option("--port <port>", "port to listen on (default 8787)", int("--port"))
-    .option("--sender-key-file <file>", "file holding the sender's private key")
-    .option(
-      "--sender-keystore <file>",
-      "encrypted JSON keystore of the sender (passphrase in MACHINEPAY_KEYSTORE_PASSPHRASE)",
-    )
-    .option("--dev", "use Hardhat's well-known test key as sender (local chains only: the key is public)")
-    .option("--confirmations <n>", "blocks before an item counts as settled (default 2)", int("--confirmations"))
-    .option("--log-level <level>", "fatal, error, warn, info, debug, trace or silent")
-    .addHelpText(
-      "after",
-      "\nExample:\n  machinepay relayer start --rpc http://127.0.0.1:8545 --deployment deployment.json --dev\n",
-    )
-    .action(async (opts) => {
-      let config: ReturnType<typeof loadConfig>;
-      try {
-        config = loadConfig({
-          file: opts.config,
-          env: process.env,
-          overrides: {
-            rpcUrl: opts.rpc,
-            deployment: opts.deployment,
-            store: opts.store,
-            host: opts.host,
-            port: opts.port,
-            "sender.keyFile": opts.senderKeyFile,
-            "sender.keystore": opts.senderKeystore,
-            "sender.dev": opts.dev ? true : undefined,
-            confirmations: opts.confirmations,
-            logLevel: opts.logLevel,
-          },
-        });
-      } catch (e) {
-        fail(e);
-        return;
-      }
-      const log = pino(loggerOptions(config.logLevel));
-      try {
-        const running = await startRelayer({ config, env: process.env, logger: log });
-        let stopping = false;
-        const shutdown = (signal: string) => {
-          if (stopping) return;
-          stopping = true;
-          log.info({ signal }, "draining: no new items; finishing the batches in flight");
-          running.stop().then(
-            () => process.exit(0),
-            (e) => {
-              log.error({ error: (e as Error).message }, "shutdown failed");
-              process.exit(1);
-            },
-          );
-        };
-        process.on("SIGTERM", () => shutdown("SIGTERM"));
-        process.on("SIGINT", () => shutdown("SIGINT"));
-      } catch (e) {
-        fail(e);
-      }
-    });
+  const cli = new Command("machinepay")
+    .description("MachinePay: machines pay machines.")
+    .showHelpAfterError("(add --help for usage)")
+    // Commander's own errors (unknown option, missing argument) are usage errors: exit 2, not 1.
+    .exitOverride((e) => process.exit(e.exitCode === 0 ? 0 : 2));
+  cli.addHelpText(
+    "after",
+    "\nExample:\n  machinepay deploy --rpc http://127.0.0.1:8545 --dev && machinepay fund --rpc http://127.0.0.1:8545 --dev --amount 1000000000\n",
+  );
+  deployCommand(cli);
+  relayerCommands(cli);
+  const device = cli.command("device").description("device keys: new, enroll, register, pause, resume, revoke, show");
+  example(
+    device,
+    "machinepay device new --out meter-1.key && machinepay device register --dev --policy 1 --device-key meter-1.key",
+  );
+  ownerCommands(cli, device);
+  deviceCommands(cli, device);
+  operatorCommands(cli);
   return cli;
-}
-
-function fail(e: unknown): void {
-  const err = e as Error & { code?: string };
-  const known = e instanceof ConfigError || err.code === "SENDER_KEY" || err.name === "StoreError";
-  process.stderr.write(`machinepay: ${known ? err.message : (err.stack ?? err.message)}\n`);
-  process.exitCode = 2;
 }
 
 if (require.main === module) {
   program()
     .parseAsync(process.argv)
-    .catch((e) => fail(e));
+    .catch((e) => {
+      process.stderr.write(`machinepay: ${(e as Error).stack ?? e}\n`);
+      process.exitCode = 1;
+    });
 }
