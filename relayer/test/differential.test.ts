@@ -27,6 +27,7 @@ import { createWalletClient, http, toEventSelector } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { hardhat } from "viem/chains";
 import { HARDHAT_KEYS, mockUsdcAbi } from "../../scripts/lib/deploy-local";
+import { settlementOrder } from "../src/batcher";
 import { ChainClock } from "../src/chain/clock";
 import { CachedChainState } from "../src/chain/state";
 import { Ingest } from "../src/ingest";
@@ -142,9 +143,8 @@ describe("ingest agrees with the contract's preview (differential, real node)", 
     }[] = [];
     const counts = { agreed: 0, accepted: 0, settled: 0, byReason: new Map<string, number>() };
 
-    // The batcher's order: by payee, then device, then nonce.
-    const ordered = (xs = pending) =>
-      [...xs].sort((x, y) => cmp(x.payee, y.payee) || cmp(x.device, y.device) || Number(x.nonce - y.nonce));
+    // The batcher's own order (nonce groups, then payee, device, nonce).
+    const ordered = (xs = pending) => [...xs].sort((x, y) => settlementOrder(x as never, y as never));
     const observe = async () => clock.observe((await client.getBlock()).timestamp);
 
     async function flush() {
@@ -347,8 +347,6 @@ describe("ingest agrees with the contract's preview (differential, real node)", 
     expect(counts.settled).to.equal(counts.accepted);
   });
 });
-
-const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 // Topics of the skip events: an accepted item must never produce one.
 const SKIPPED_TOPICS = {

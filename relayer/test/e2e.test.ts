@@ -127,6 +127,20 @@ describe("relayer end to end (hardhat node, SQLite, HTTP)", function () {
     }
   });
 
+  it("a device's 60 payments to three payees in one batch all settle: the batch keeps its replay window", async () => {
+    // Ordered by payee alone, nonce 1 (payee B) would follow nonce 57 (payee A): NonceTooOld.
+    const { devices } = await chain.fleet(1, { maxPerPeriod: USDC(1_000) });
+    const payments = await Promise.all(
+      Array.from({ length: 60 }, (_, n) => signed(devices[0], { nonce: BigInt(n), payee: PAYEES[n % 3] })),
+    );
+    const res = await post("/v1/payments", { payments });
+    const ids = (res.body.results as { id: Hex; status: string }[]).map((r) => {
+      expect(r.status).to.equal("accepted");
+      return r.id;
+    });
+    for (const id of ids) expect((await waitFor(id, ["settled", "rejected"])).status).to.equal("settled");
+  });
+
   it("refuses at ingest the second of two payments that each fit the period cap but not together", async () => {
     const { devices } = await chain.fleet(1, { maxPerPeriod: USDC(15), maxPerPayment: USDC(10) });
     const [a, b] = await Promise.all([

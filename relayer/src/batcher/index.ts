@@ -15,7 +15,15 @@
  * max(chain nonce, highest open batch + 1); replacements keep it; on "nonce too low" the receipts
  * of every attempt are asked for before anything is decided.
  */
-import { decodeMachinePayLog, type Hex, machinePayAbi, packPayment, packVoucher, REASONS } from "@machinepay/sdk";
+import {
+  decodeMachinePayLog,
+  type Hex,
+  machinePayAbi,
+  NONCE_WINDOW,
+  packPayment,
+  packVoucher,
+  REASONS,
+} from "@machinepay/sdk";
 import {
   type Address,
   encodeFunctionData,
@@ -99,6 +107,8 @@ export class Batcher {
   private lock: Promise<unknown> = Promise.resolve();
   private stopping = false;
   private force = false;
+  /** Mined batches whose items wait for the cache refresh before the ledger lets them go. */
+  private readonly releasing = new Set<Promise<void>>();
   /** Tabs whose TabClosing was seen: their pending voucher is due at once (it settles only until closesAt). */
   private readonly closingTabs = new Set<string>();
   /** Last chain head seen, and the sender's balance (readiness). */
@@ -447,9 +457,20 @@ export class Batcher {
     });
     // The chain now holds these spends: the cache re-reads what they changed, then the ledger
     // stops counting them (never the other way round, or admission would briefly count neither).
+    // In the background, so the loop goes on sending; until then both count them (conservative).
     const skipped = outcomes.filter((o) => o.status === "rejected");
-    await this.refreshFor((await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null));
-    ingest.finished(batch.itemIds, new Set(skipped.map((o) => o.id)));
+    const rows = (await store.getItems(batch.itemIds)).filter((r): r is ItemRow => r !== null);
+    const release = this.refreshFor(rows)
+      .then(async () => {
+        // A reorg may have taken the block away meanwhile: then the items stay counted.
+        const now = await store.getBatch(batch.id);
+        if (now?.txHash === receipt.transactionHash && (now.status === "mined" || now.status === "confirmed")) {
+          ingest.finished(batch.itemIds, new Set(skipped.map((o) => o.id)));
+        }
+      })
+      .catch((e) => this.log("warn", "could not release a mined batch's items", { error: (e as Error).message }))
+      .finally(() => this.releasing.delete(release));
+    this.releasing.add(release);
     for (const s of skipped) this.o.events?.misprediction?.(s.reason ?? "unknown", 1);
     if (batch.messageId !== null) return;
     this.o.events?.batchMined?.({
@@ -660,8 +681,7 @@ export class Batcher {
     }
     rows = rows.slice(0, limit);
     if (rows.length === 0) return undefined;
-    // By payee (settle writes each payee's credits once), a device's payments in nonce order.
-    rows.sort((a, b) => cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n)));
+    rows.sort(settlementOrder);
     rows = await this.dropWhatWouldBeSkipped(kind, token, rows);
     if (rows.length === 0) return undefined;
     const nonce = await this.nextNonce(open);
@@ -717,7 +737,16 @@ export class Batcher {
       );
       ingest.finished(rejected, new Set(rejected));
       for (const r of bad) this.o.events?.misprediction?.(REASONS[reasons[rows.indexOf(r)]], 1);
-      this.log("warn", "preview refused items that ingest had accepted", { kind, count: bad.length });
+      const reasonsSeen: Record<string, number> = {};
+      for (const r of bad) {
+        const name = REASONS[reasons[rows.indexOf(r)]];
+        reasonsSeen[name] = (reasonsSeen[name] ?? 0) + 1;
+      }
+      this.log("warn", "preview refused items that ingest had accepted", {
+        kind,
+        count: bad.length,
+        reasons: reasonsSeen,
+      });
       return rows.filter((_, i) => reasons[i] === 0);
     }
   }
@@ -779,6 +808,22 @@ const SETTLEMENT_TOPICS = new Set<string>(
 type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
 
 const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000" as Hex;
+/**
+ * The order items go into a batch. By payee, since settle writes a run of credits to one payee
+ * once, but never so that a device's nonce could fall below its replay window: payments are first
+ * grouped by nonce / NONCE_WINDOW. Within a group a device's nonces lie less than a window apart
+ * (any order settles), and every group's nonces are above the previous group's. Sorting by payee
+ * alone put a device's nonce 1 (payee B) after its nonce 48 (payee A): NonceTooOld.
+ */
+export function settlementOrder(a: ItemRow, b: ItemRow): number {
+  const group = (r: ItemRow) => (r.nonce === null ? 0n : r.nonce / WINDOW);
+  const ga = group(a);
+  const gb = group(b);
+  if (ga !== gb) return ga < gb ? -1 : 1;
+  return cmp(a.payee, b.payee) || cmp(a.device, b.device) || Number((a.nonce ?? 0n) - (b.nonce ?? 0n));
+}
+
+const WINDOW = BigInt(NONCE_WINDOW);
 const tabOf = (r: ItemRow) => tabKeyOf(r.device, r.payee, r.token, r.tabId!);
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 const max = (a: bigint, b: bigint) => (a > b ? a : b);
