@@ -178,6 +178,32 @@ export async function buildServer(deps: ApiDeps, options: BuildServerOptions = {
     routerOptions: { maxParamLength: 200 },
     // Errors raised before routing (bad URL encoding, overlong parameters) get the same body.
     frameworkErrors: (err, request, reply) => void sendError(err, request, reply),
+    // Node would answer an HTTP/1.1 request without Host itself, with an empty 400; the onRequest
+    // hook below answers it with the API's error body instead.
+    http: { requireHostHeader: false },
+    // Requests Node's HTTP parser refuses before Fastify sees them (malformed request lines or
+    // headers, oversized headers, conflicting lengths) get the same error body too.
+    clientErrorHandler: (err, socket) => {
+      const e = err as Error & { code?: string };
+      const large = e.code === "HPE_HEADER_OVERFLOW";
+      const status = large ? 431 : 400;
+      const body = JSON.stringify({
+        error: {
+          code: "BAD_REQUEST",
+          message: large
+            ? "the request's headers (or its URL) are too large: send a shorter URL and fewer or smaller headers"
+            : `the HTTP request could not be parsed (${e.code ?? e.message}): send a well-formed HTTP/1.1 request`,
+          details: { parser: e.code ?? null },
+        },
+      });
+      if (socket.writable) {
+        socket.end(
+          `HTTP/1.1 ${status} ${large ? "Request Header Fields Too Large" : "Bad Request"}\r\n` +
+            `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+            `Connection: close\r\n\r\n${body}`,
+        );
+      } else socket.destroy();
+    },
   });
   const app = fastify.withTypeProvider<ZodTypeProvider>() as unknown as ApiApp;
   app.decorateRequest("itemCount", 0);
@@ -254,6 +280,13 @@ export async function buildServer(deps: ApiDeps, options: BuildServerOptions = {
     transform: jsonSchemaTransform,
   });
 
+  app.addHook("onRequest", async (request) => {
+    if (request.raw.httpVersionMajor === 1 && request.raw.httpVersionMinor >= 1 && !request.headers.host) {
+      throw new ApiError("BAD_REQUEST", "an HTTP/1.1 request must carry a Host header: add one", {
+        header: "host",
+      });
+    }
+  });
   app.addHook("onResponse", async (request, reply) => {
     const route = request.routeOptions.url ?? "unmatched";
     const ms = Math.round(reply.elapsedTime * 100) / 100;

@@ -127,7 +127,14 @@ export class Ingest {
       const row = known[i];
       const kind = f.item.kind;
       if (row)
-        out.set(f.id, { id: f.id, kind, status: statusOf(row), reason: row.reason ?? undefined, duplicate: true });
+        out.set(f.id, {
+          id: f.id,
+          kind,
+          status: statusOf(row),
+          reason: row.reason ?? undefined,
+          message: row.message ?? undefined,
+          duplicate: true,
+        });
       else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
     });
     // Reads first (cached, concurrent), then every decision in one synchronous pass. If items were

@@ -87,7 +87,9 @@ export function decide(c: Candidate, s: Snapshot, pending: PendingLedger, w: Win
   if (d.policyId === 0) {
     return refuse(
       "UnknownDevice",
-      `${c.device} is not registered: its owner must register it (with its Enrollment proof) first`,
+      `${c.device} is not registered: its owner must register it (with its Enrollment proof) first. ` +
+        "If the device is registered, this is not its key's signature over this item: it was signed for " +
+        "another chain id or contract (see GET /v1/info for this relayer's domain) or changed after signing",
     );
   }
   if (d.policyId === REVOKED_POLICY) return refuse("DeviceRevoked", `${c.device} was revoked for good`);
