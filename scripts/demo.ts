@@ -1,116 +1,172 @@
 /**
- * Demo, end to end on Hardhat's in-process chain (until the relayer's demo lands):
- * deploy MachinePay + MockUSDC, an owner funds the escrow, registers a fleet of devices under one
- * capped policy, each device signs payments to a few payees, one batch settles them all, and a
- * summary table compares gas per payment with one ERC-20 transfer per payment.
- * Keys: Hardhat's well-known test accounts (public, never use them for value) and fresh random device keys.
- *   npm run demo            DEVICES=200 PAYMENTS_PER_DEVICE=2 npm run demo
+ * The MachinePay demo, end to end through the relayer: a real `hardhat node`, MachinePay deployed
+ * (`machinepay deploy --dev`), owners funding their escrows, the relayer running as its own process
+ * (`machinepay relayer start`), and eight scenarios in which devices sign with the SDK and pay over
+ * the relayer's HTTP API; what settled is proved from the contract's events. A summary table ends
+ * it: payments, refusals by reason, batches, gas per payment against one transfer per payment.
+ *
+ *   npm run demo                                      (after set-up: npx -y pnpm@10 exec ts-node --transpile-only scripts/demo.ts)
+ *   … scripts/demo.ts --devices 50 --payments 20 --scenario fridge,stolen
+ *   DEVICES=50 PAYMENTS=20 SCENARIO=car npm run demo
+ *
+ * Keys: Hardhat's well-known test accounts (public: never use them for value) and fresh random
+ * device keys that are never printed.
  */
-import type { BaseWallet } from "ethers";
-import { ethers } from "hardhat";
-import {
-  type Address,
-  decodeMachinePayLog,
-  type Hex,
-  machinePayDomain,
-  type Payment,
-  packPayment,
-  signEnrollment,
-  signPayment,
-} from "../sdk/src";
+import { readFileSync } from "node:fs";
+import { parseArgs } from "node:util";
+import { SingleBar } from "cli-progress";
+import type { Progress, ScenarioResult } from "./demo/context";
+import { ChainEvents } from "./demo/events";
+import { type DemoEnvironment, startEnvironment } from "./demo/harness";
+import { runScenario } from "./demo/run";
+import { SCENARIOS } from "./demo/scenarios";
+import { collectSummary, formatScenarios, formatSummary, measureBaselines } from "./demo/summary";
 
-const DEVICES = Number(process.env.DEVICES ?? 50);
-const PER_DEVICE = Number(process.env.PAYMENTS_PER_DEVICE ?? 4);
-const USDC = (n: number) => BigInt(Math.round(n * 1e6));
+const USAGE = `usage: scripts/demo.ts [--devices N] [--payments N] [--scenario NAME[,NAME…]] [--no-cli]
+  --devices   devices per fleet (default 12; env DEVICES); the onboarded fleet has 10x as many
+  --payments  payments per device (default 12; env PAYMENTS); a charging session signs 3x as many vouchers
+  --scenario  ${SCENARIOS.map((s) => s.name).join(", ")} (default all; env SCENARIO)
+  --no-cli    deploy, fund and freeze with viem instead of the machinepay CLI`;
 
-function bar(done: number, total: number) {
-  const width = 30;
-  const filled = Math.round((done / total) * width);
-  process.stdout.write(`\r  signing  [${"#".repeat(filled)}${".".repeat(width - filled)}] ${done}/${total}`);
-  if (done === total) process.stdout.write("\n");
+function options() {
+  const { values } = parseArgs({
+    options: {
+      devices: { type: "string" },
+      payments: { type: "string" },
+      scenario: { type: "string" },
+      "no-cli": { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
+  const positive = (name: string, v: string | undefined, fallback: number) => {
+    const n = Number(v ?? fallback);
+    if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${v}\n${USAGE}`);
+    return n;
+  };
+  const wanted = (values.scenario ?? process.env.SCENARIO ?? "all").split(",").map((s) => s.trim());
+  const scenarios = wanted.includes("all") ? SCENARIOS : wanted.map((w) => SCENARIOS.find((s) => s.name === w));
+  const unknown = wanted.filter((w, i) => w !== "all" && !scenarios[i]);
+  if (unknown.length > 0) throw new Error(`unknown scenario ${unknown.join(", ")}\n${USAGE}`);
+  return {
+    sizes: {
+      devices: positive("devices", values.devices ?? process.env.DEVICES, 12),
+      payments: positive("payments", values.payments ?? process.env.PAYMENTS, 12),
+    },
+    scenarios: scenarios as typeof SCENARIOS,
+    useCli: !values["no-cli"],
+  };
+}
+
+/** A cli-progress bar; lines said while it runs are printed once it ends. */
+function progressBar(): Progress & { say(line: string): void } {
+  let bar: SingleBar | undefined;
+  let held: string[] = [];
+  return {
+    begin(label, total) {
+      bar = new SingleBar({
+        format: `  ${label.padEnd(28)} [{bar}] {value}/{total} signed and sent`,
+        barsize: 30,
+        hideCursor: true,
+        clearOnComplete: false,
+      });
+      bar.start(total, 0);
+    },
+    tick(n = 1) {
+      bar?.increment(n);
+    },
+    end() {
+      if (bar) {
+        bar.setTotal(Math.max(bar.getProgress() * bar.getTotal(), 1));
+        bar.stop();
+      }
+      bar = undefined;
+      for (const l of held) console.log(`  ${l}`);
+      held = [];
+    },
+    say(line) {
+      if (bar) held.push(line);
+      else console.log(`  ${line}`);
+    },
+  };
+}
+
+function tail(file: string, lines = 30) {
+  try {
+    return readFileSync(file, "utf8").trim().split("\n").slice(-lines).join("\n");
+  } catch {
+    return "(no log)";
+  }
 }
 
 async function main() {
-  const [owner, relayer, ...payeeSigners] = await ethers.getSigners();
-  const payees = payeeSigners.slice(0, 3).map((s) => s.address as Address);
-  console.log("MachinePay demo on the in-process Hardhat chain (Hardhat's public test keys)\n");
-
-  const usdc = await ethers.deployContract("MockUSDC");
-  const pay = await ethers.deployContract("MachinePay", [2 * 86_400]);
-  const token = (await usdc.getAddress()) as Address;
-  console.log(`  MachinePay ${await pay.getAddress()}\n  MockUSDC   ${token}`);
-
-  await usdc.mint(owner.address, USDC(10_000));
-  await usdc.approve(await pay.getAddress(), ethers.MaxUint256);
-  await pay.deposit(token, USDC(5_000));
-  console.log(`  owner ${owner.address} escrowed 5,000 USDC`);
-
-  await pay.createPolicy({
-    token,
-    maxPerPayment: USDC(2),
-    maxPerPeriod: USDC(20),
-    periodLength: 3_600,
-    lifetimeMax: USDC(500),
-    validFrom: 0,
-    validUntil: 0,
-    payeesRestricted: false,
-  });
-  const policyId = await pay.policyCount();
-  const devices = Array.from({ length: DEVICES }, () => ethers.Wallet.createRandom() as unknown as BaseWallet);
-  const { chainId } = await ethers.provider.getNetwork();
-  const domain = machinePayDomain({ chainId, verifyingContract: (await pay.getAddress()) as Address });
-  // Each device key proves possession by signing Enrollment(owner) once.
-  const proofs = await Promise.all(
-    devices.map((d) => signEnrollment({ signer: d, domain, owner: owner.address as Address })),
-  );
-  await pay.assignDevices(
-    policyId,
-    devices.map((d) => d.address),
-    proofs,
-  );
-  console.log(`  ${DEVICES} devices registered under policy ${policyId}: 2 USDC per payment, 20 USDC per hour\n`);
-
-  const deadline = BigInt((await ethers.provider.getBlock("latest"))!.timestamp + 3_600);
-  const total = DEVICES * PER_DEVICE;
-  const items = [];
-  for (let i = 0; i < total; i++) {
-    const device = devices[i % DEVICES];
-    const p: Payment = {
-      payee: payees[i % payees.length],
-      token,
-      amount: USDC(0.01 + (i % 7) * 0.01),
-      nonce: BigInt(Math.floor(i / DEVICES)),
-      deadline,
-      maxFee: 0n,
-      ref: ethers.zeroPadValue(ethers.toBeHex(i + 1), 32) as Hex,
-    };
-    items.push(packPayment(p, await signPayment({ signer: device, domain, payment: p })));
-    if (i % 10 === 9 || i === total - 1) bar(i + 1, total);
+  let parsed: ReturnType<typeof options>;
+  try {
+    parsed = options();
+  } catch (e) {
+    console.error((e as Error).message);
+    process.exitCode = 2;
+    return;
   }
-
-  const receipt = (await (await pay.connect(relayer).settle(token, items, ethers.ZeroAddress)).wait())!;
-  // Outcomes from the chain's events, as an indexer proves them.
-  const events = receipt.logs.map((l) => decodeMachinePayLog({ data: l.data as Hex, topics: l.topics as Hex[] }));
-  const settled = events.filter((e) => e?.eventName === "PaymentSettled").length;
-  const reasons = events.flatMap((e) => (e && "reason" in e ? [e.reason] : []));
-  const transfer = (await (await usdc.transfer(payees[0], USDC(1))).wait())!.gasUsed;
-
-  const rows = [
-    ["payments signed", String(total)],
-    ["settled", String(settled)],
-    ["skipped", reasons.length ? reasons.join(", ") : "0"],
-    ["batches", "1"],
-    ["batch gas", receipt.gasUsed.toString()],
-    ["gas per payment", (Number(receipt.gasUsed) / total).toFixed(0)],
-    ["one ERC-20 transfer", transfer.toString()],
-    ["saving", `${(Number(transfer) / (Number(receipt.gasUsed) / total)).toFixed(1)}x`],
-  ];
-  console.log("\n| | |\n| --- | ---: |");
-  for (const [k, v] of rows) console.log(`| ${k} | ${v} |`);
-  for (const p of payees) {
-    console.log(`  payee ${p} earned ${ethers.formatUnits(await pay.balanceOf(p, token), 6)} USDC`);
+  const { sizes, scenarios, useCli } = parsed;
+  const started = Date.now();
+  console.log("MachinePay demo: a hardhat node, the relayer as its own process, devices signing with the SDK");
+  console.log(
+    "Keys: Hardhat's public test accounts (#0 and #2..#5 owners, #1 the relayer's sender: never use them for value) and fresh device keys, never printed.",
+  );
+  console.log(`Size: ${sizes.devices} devices per fleet, ${sizes.payments} payments per device.\n`);
+  let env: DemoEnvironment | undefined;
+  const stop = async (code: number) => {
+    console.error("\ninterrupted: stopping the relayer and the node");
+    await env?.stop();
+    process.exit(code);
+  };
+  process.once("SIGINT", () => void stop(130));
+  process.once("SIGTERM", () => void stop(143));
+  try {
+    console.log("Set-up");
+    env = await startEnvironment({ log: (l) => console.log(`  ${l}`), useCli });
+    const events = new ChainEvents(env.client, env.deployment.machinePay, env.deployment.deploymentBlock);
+    const results: ScenarioResult<unknown>[] = [];
+    for (const [i, scenario] of scenarios.entries()) {
+      console.log(`\n${i + 1}. ${scenario.title} (${scenario.name})`);
+      const progress = progressBar();
+      const result = await runScenario(env, events, scenario, { sizes, progress, say: progress.say });
+      progress.end();
+      for (const c of result.checks)
+        console.log(`  ${c.ok ? "✓" : "✗"} ${c.claim}${c.ok || !c.detail ? "" : ` (${c.detail})`}`);
+      console.log(`  (${(result.ms / 1000).toFixed(1)} s)`);
+      results.push(result as ScenarioResult<unknown>);
+    }
+    // Settled on chain is not yet `settled` at the relayer until it saw the receipt: let it catch up.
+    const relayer = env.relayer;
+    for (let i = 0; i < 100; i++) {
+      const { queue = {} } = await relayer.health();
+      if (Object.values(queue).every((n) => n === 0)) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const baselines = await measureBaselines(env);
+    const summary = await collectSummary(env, events, results, Date.now() - started, baselines);
+    console.log("\nSummary (settlement proved from MachinePay's events)\n");
+    for (const l of formatSummary(summary)) console.log(l);
+    console.log("\nPer scenario\n");
+    for (const l of formatScenarios(results)) console.log(l);
+    console.log(`\nHow: ${env.notes.join("; ")}.`);
+    const failed = results.flatMap((r) => r.checks.filter((c) => !c.ok).map((c) => `${r.name}: ${c.claim}`));
+    if (failed.length > 0 || summary.skipped.size > 0 || summary.droppedAtPreview > 0) {
+      console.error(`\n${failed.length} check(s) failed:\n  ${failed.join("\n  ")}`);
+      process.exitCode = 1;
+    }
+  } catch (e) {
+    console.error(`\ndemo failed: ${(e as Error).stack ?? e}`);
+    if (env) console.error(`\nthe relayer's log, last lines:\n${tail(env.relayerLog)}`);
+    process.exitCode = 1;
+  } finally {
+    await env?.stop();
   }
-  if (settled !== total) process.exitCode = 1;
 }
 
 main().catch((e) => {

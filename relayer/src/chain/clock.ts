@@ -9,9 +9,13 @@ export class ChainClock {
 
   constructor(private readonly wall: () => number = Date.now) {}
 
-  /** Record a block (its timestamp in unix seconds). */
+  /**
+   * Record a block (its timestamp in unix seconds). Only a newer block moves the reference: the
+   * same block seen again must not reset it, or chain time would stand still while no blocks come
+   * (an idle automining node), and deadlines and validity windows would never pass.
+   */
   observe(timestamp: bigint): void {
-    if (timestamp >= this.blockTimestamp) {
+    if (timestamp > this.blockTimestamp || this.seenAt === 0) {
       this.blockTimestamp = timestamp;
       this.seenAt = this.wall();
     }
