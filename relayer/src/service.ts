@@ -19,7 +19,7 @@ import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
 import { Ingest } from "./ingest";
 import { OwnerMessageIngest } from "./ingest/owner-messages";
 import { Metrics } from "./metrics";
-import { openStore } from "./store";
+import { openStore, redactStoreUrl } from "./store";
 
 export type StartRelayerParameters = {
   config: RelayerConfig;
@@ -179,7 +179,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     },
   });
   const url = await app.listen({ host: config.host, port: config.port });
-  log.info({ url, chainId, contract, store: config.store }, "relayer listening");
+  log.info({ url, chainId, contract, store: redactStoreUrl(config.store) }, "relayer listening");
 
   let stopped = false;
   return {

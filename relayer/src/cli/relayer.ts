@@ -20,7 +20,7 @@ export function relayerCommands(cli: Command): void {
     .option("-c, --config <file>", "JSON config file")
     .option("--rpc <url>", "JSON-RPC URL of the chain")
     .option("--deployment <file>", "deployment file (chain id, MachinePay address, deployment block)")
-    .option("--store <path>", "SQLite file (default machinepay-relayer.db)")
+    .option("--store <path|url>", "SQLite file (default machinepay-relayer.db) or a postgres:// URL")
     .option("--host <host>", "address to listen on (default 127.0.0.1)")
     .option("--port <port>", "port to listen on (default 8787)", int("--port"))
     .option("--sender-key-file <file>", "file holding the sender's private key")

@@ -9,11 +9,24 @@ import { StoreError } from "./errors";
 import { GroupCommitter } from "./group-commit";
 import { type MigrationResult, migrate } from "./migrations";
 import {
+  cursorNumber,
+  isOpen,
+  newItemRow,
+  notFound,
+  type Row,
+  s,
+  sOrNull,
+  toAttempt,
+  toBatch,
+  toItem,
+  toOwnerMessage,
+  toTab,
+} from "./rows";
+import * as rules from "./rules";
+import {
   type AttemptRow,
   BATCH_STATUSES,
-  BATCH_TRANSITIONS,
   type BatchDetail,
-  type BatchKind,
   type BatchMined,
   type BatchRequeue,
   type BatchRow,
@@ -22,7 +35,6 @@ import {
   type Hex,
   ITEM_KINDS,
   ITEM_STATUSES,
-  type ItemKind,
   type ItemRejection,
   type ItemRow,
   type ItemStatus,
@@ -30,10 +42,7 @@ import {
   type ListItemsQuery,
   type NewAttempt,
   type NewBatch,
-  type NewItem,
   type NewOwnerMessage,
-  OPEN_BATCH_STATUSES,
-  OWNER_MESSAGE_TRANSITIONS,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -64,111 +73,8 @@ export interface SqliteStoreOptions {
   maxGroupRows?: number;
 }
 
-type Row = Record<string, unknown>;
-
-const big = (x: unknown) => BigInt(x as string);
-const bigOrNull = (x: unknown) => (x === null ? null : BigInt(x as string));
-const s = (x: bigint) => x.toString();
-const sOrNull = (x: bigint | null) => (x === null ? null : x.toString());
-
 // Decimal TEXT compares numerically by length first (canonical decimals have no leading zeros).
 const gt = (a: string, b: string) => `(length(${a}) > length(${b}) OR (length(${a}) = length(${b}) AND ${a} > ${b}))`;
-
-function toItem(r: Row): ItemRow {
-  return {
-    id: r.id as Hex,
-    kind: r.kind as ItemKind,
-    device: r.device as Hex,
-    owner: r.owner as Hex,
-    policyId: r.policy_id as number,
-    payee: r.payee as Hex,
-    token: r.token as Hex,
-    amount: big(r.amount),
-    nonce: r.nonce === null ? null : BigInt(r.nonce as number),
-    tabId: bigOrNull(r.tab_id),
-    deadline: r.deadline as number,
-    maxFee: big(r.max_fee),
-    fee: big(r.fee),
-    ref: r.ref as Hex | null,
-    signature: r.signature as Hex,
-    r: r.r as Hex,
-    vs: r.vs as Hex,
-    spend: big(r.spend),
-    acceptedAt: r.accepted_at as number,
-    status: r.status as ItemStatus,
-    reason: r.reason as string | null,
-    message: r.message as string | null,
-    outcome: r.outcome as ItemRow["outcome"],
-    batchId: r.batch_id as number | null,
-    position: r.position as number | null,
-    txHash: r.tx_hash as Hex | null,
-    blockNumber: r.block_number as number | null,
-    blockHash: r.block_hash as Hex | null,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toTab(r: Row): TabRow {
-  return {
-    device: r.device as Hex,
-    payee: r.payee as Hex,
-    token: r.token as Hex,
-    tabId: big(r.tab_id),
-    newestId: r.newest_id as Hex | null,
-    newestCumulative: big(r.newest_cumulative),
-    settledCumulative: big(r.settled_cumulative),
-    closesAt: r.closes_at as number | null,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toBatch(r: Row): BatchRow {
-  return {
-    id: r.id as number,
-    kind: r.kind as BatchKind,
-    messageId: (r.message_id as Hex | null) ?? null,
-    token: r.token as Hex,
-    sender: r.sender as Hex,
-    nonce: r.nonce as number,
-    status: r.status as BatchStatus,
-    itemCount: r.item_count as number,
-    gasEstimate: bigOrNull(r.gas_estimate),
-    gasUsed: bigOrNull(r.gas_used),
-    blockNumber: r.block_number as number | null,
-    blockHash: r.block_hash as Hex | null,
-    txHash: r.tx_hash as Hex | null,
-    error: r.error as string | null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
-
-function toAttempt(r: Row): AttemptRow {
-  return {
-    batchId: r.batch_id as number,
-    hash: r.hash as Hex,
-    raw: r.raw as Hex,
-    nonce: r.nonce as number,
-    maxFeePerGas: big(r.max_fee_per_gas),
-    maxPriorityFeePerGas: big(r.max_priority_fee_per_gas),
-    createdAt: r.created_at as number,
-    broadcastAt: r.broadcast_at as number | null,
-  };
-}
-
-function toOwnerMessage(r: Row): OwnerMessageRow {
-  return {
-    id: r.id as Hex,
-    kind: r.kind as OwnerMessageRow["kind"],
-    owner: r.owner as Hex,
-    body: r.body as string,
-    status: r.status as OwnerMessageRow["status"],
-    txHash: r.tx_hash as Hex | null,
-    error: r.error as string | null,
-    createdAt: r.created_at as number,
-    updatedAt: r.updated_at as number,
-  };
-}
 
 /** Turns a SQLite failure into a StoreError that says what happened and what to do. */
 function failure(cause: unknown, what: string, file: string): StoreError {
@@ -191,51 +97,6 @@ function failure(cause: unknown, what: string, file: string): StoreError {
     { cause },
   );
 }
-
-const conflict = (message: string, details: Record<string, unknown> = {}) =>
-  new StoreError("CONFLICT", message, details);
-const notFound = (what: string, details: Record<string, unknown>) =>
-  new StoreError("NOT_FOUND", `${what} is not in the store`, details);
-
-/**
- * The row just inserted, built here: reading it back (RETURNING *) doubles the cost of an insert,
- * and so does an object spread here. Tests compare it with the row read from the database.
- */
-function newItemRow(it: Required<NewItem>, now: number): ItemRow {
-  return {
-    id: it.id,
-    kind: it.kind,
-    device: it.device,
-    owner: it.owner,
-    policyId: it.policyId,
-    payee: it.payee,
-    token: it.token,
-    amount: it.amount,
-    nonce: it.nonce,
-    tabId: it.tabId,
-    deadline: it.deadline,
-    maxFee: it.maxFee,
-    fee: it.fee,
-    ref: it.ref,
-    signature: it.signature,
-    r: it.r,
-    vs: it.vs,
-    spend: it.spend,
-    acceptedAt: it.acceptedAt,
-    status: "accepted",
-    reason: null,
-    message: null,
-    outcome: null,
-    batchId: null,
-    position: null,
-    txHash: null,
-    blockNumber: null,
-    blockHash: null,
-    updatedAt: now,
-  };
-}
-
-const isOpen = (status: BatchStatus) => (OPEN_BATCH_STATUSES as readonly string[]).includes(status);
 
 export class SqliteStore implements Store {
   readonly backend = "sqlite" as const;
@@ -534,28 +395,9 @@ export class SqliteStore implements Store {
     const b = v.newBatch(batch);
     return this.transaction("creating a batch", (now) => {
       const status = this.sql("SELECT status, kind, token FROM items WHERE id = ?");
-      const refused: { id: Hex; status: ItemStatus | null }[] = [];
-      for (const id of b.itemIds) {
-        const r = status.get(id) as Row | undefined;
-        if (r?.status !== "accepted" || r.kind !== b.kind || r.token !== b.token) {
-          refused.push({ id, status: (r?.status as ItemStatus | undefined) ?? null });
-        }
-      }
-      if (refused.length > 0) {
-        throw conflict(
-          `${refused.length} of the batch's items are unknown, not accepted any more, or of another kind or token: ` +
-            "re-read the ready items and build the batch again",
-          { refused },
-        );
-      }
+      rules.assertBatchable(b, (id) => status.get(id) as rules.BatchCandidate | undefined);
       if (b.messageId !== null) {
-        const m = this.ownerMessageSync(b.messageId);
-        if (m?.status !== "accepted" || m.kind !== b.kind) {
-          throw conflict(
-            `owner message ${b.messageId} is ${m ? `${m.kind}, ${m.status}` : "unknown"}: only an accepted ${b.kind} can be submitted`,
-            { messageId: b.messageId, status: m?.status ?? null },
-          );
-        }
+        rules.assertMessageBatchable({ messageId: b.messageId, kind: b.kind }, this.ownerMessageSync(b.messageId));
       }
       let id: number;
       try {
@@ -576,13 +418,7 @@ export class SqliteStore implements Store {
         ) as Row;
         id = row.id as number;
       } catch (error) {
-        if ((error as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") {
-          throw new StoreError(
-            "NONCE_IN_USE",
-            `nonce ${b.nonce} of ${b.sender} belongs to another batch: add an attempt to that batch, or take nextNonce`,
-            { sender: b.sender, nonce: b.nonce },
-          );
-        }
+        if ((error as { code?: string }).code === "SQLITE_CONSTRAINT_UNIQUE") throw rules.nonceInUse(b.sender, b.nonce);
         throw error;
       }
       const mark = this.sql(
@@ -603,20 +439,10 @@ export class SqliteStore implements Store {
     const a = v.newAttempt(attempt);
     return this.transaction("recording a transaction attempt", (now) => {
       const batch = this.batchRowSync(id);
-      if (batch.status !== "created" && batch.status !== "sent") {
-        throw conflict(`batch ${id} is ${batch.status}: it takes no new transactions`, {
-          batchId: id,
-          status: batch.status,
-        });
-      }
-      if (a.nonce !== batch.nonce) {
-        throw new StoreError("INVALID_INPUT", `attempt nonce ${a.nonce} is not batch ${id}'s nonce ${batch.nonce}`, {
-          batchId: id,
-        });
-      }
+      rules.assertTakesAttempt(batch, a);
       const existing = this.sql("SELECT * FROM attempts WHERE hash = ?").get(a.hash) as Row | undefined;
       if (existing) {
-        if (existing.batch_id !== id) throw conflict(`transaction ${a.hash} belongs to batch ${existing.batch_id}`);
+        if (existing.batch_id !== id) throw rules.attemptOfAnotherBatch(a.hash, existing.batch_id as number);
         return toAttempt(existing); // already recorded: recovery re-broadcasts it
       }
       const row = this.sql(
@@ -633,12 +459,7 @@ export class SqliteStore implements Store {
       const attempt = this.sql("SELECT batch_id FROM attempts WHERE hash = ?").get(h) as Row | undefined;
       if (!attempt) throw notFound(`transaction ${h}`, { hash: h });
       const batch = this.batchRowSync(attempt.batch_id as number);
-      if (!isOpen(batch.status)) {
-        throw conflict(`batch ${batch.id} is ${batch.status}: its transactions must not be broadcast any more`, {
-          batchId: batch.id,
-          status: batch.status,
-        });
-      }
+      rules.assertBroadcastable(batch);
       this.sql("UPDATE attempts SET broadcast_at = coalesce(broadcast_at, ?) WHERE hash = ?").run(now, h);
       if (batch.status === "mined") return; // items already carry the transaction that landed
       this.setBatchStatus(batch, "sent", now);
@@ -701,22 +522,10 @@ export class SqliteStore implements Store {
     const m = v.batchMined(mined);
     this.transaction("recording a mined batch", (now) => {
       const batch = this.batchRowSync(id);
-      this.assertTransition(batch, "mined");
+      rules.assertBatchTransition(batch, "mined");
       const attempt = this.sql("SELECT batch_id FROM attempts WHERE hash = ?").get(m.txHash) as Row | undefined;
-      if (attempt?.batch_id !== id) {
-        throw conflict(`transaction ${m.txHash} is not an attempt of batch ${id}`, { batchId: id, txHash: m.txHash });
-      }
-      const current = this.liveItemIds(id);
-      const given = new Set(m.items.map((o) => o.id));
-      const missing = current.filter((x) => !given.has(x));
-      const extra = [...given].filter((x) => !current.includes(x as Hex));
-      if (missing.length > 0 || extra.length > 0 || given.size !== m.items.length) {
-        throw new StoreError("INVALID_INPUT", `the outcomes must name each item of batch ${id} exactly once`, {
-          batchId: id,
-          missing,
-          extra,
-        });
-      }
+      rules.assertAttemptOf(attempt?.batch_id as number | undefined, id, m.txHash);
+      rules.assertOutcomesCover(id, this.liveItemIds(id), m.items);
       this.sql(
         `UPDATE batches SET status = 'mined', tx_hash = ?, block_number = ?, block_hash = ?, gas_used = ?, updated_at = ?
          WHERE id = ?`,
@@ -735,8 +544,7 @@ export class SqliteStore implements Store {
   async unmineBatch(batchId: number): Promise<void> {
     const id = v.int(batchId, "batchId");
     this.transaction("recording a batch's block leaving the chain", (now) => {
-      const batch = this.batchRowSync(id);
-      if (batch.status !== "mined") throw conflict(`batch ${id} is ${batch.status}, not mined`, { batchId: id });
+      rules.assertMined(this.batchRowSync(id));
       this.sql(
         `UPDATE batches SET status = 'sent', tx_hash = NULL, block_number = NULL, block_hash = NULL, gas_used = NULL,
            updated_at = ? WHERE id = ?`,
@@ -752,12 +560,11 @@ export class SqliteStore implements Store {
     const id = v.int(batchId, "batchId");
     this.transaction("confirming a batch", (now) => {
       const batch = this.batchRowSync(id);
-      this.assertTransition(batch, "confirmed");
+      rules.assertBatchTransition(batch, "confirmed");
       const items = (
         this.sql("SELECT * FROM items WHERE batch_id = ? AND status IN ('batched', 'submitted')").all(id) as Row[]
       ).map(toItem);
-      const undecided = items.filter((it) => it.status !== "submitted" || it.outcome === null).map((it) => it.id);
-      if (undecided.length > 0) throw conflict(`batch ${id} has items without a mined outcome`, { undecided });
+      rules.assertDecided(id, items);
       this.sql("UPDATE items SET status = outcome, updated_at = ? WHERE batch_id = ? AND status = 'submitted'").run(
         now,
         id,
@@ -787,14 +594,9 @@ export class SqliteStore implements Store {
         const sent = this.sql("SELECT count(*) AS n FROM attempts WHERE batch_id = ? AND broadcast_at IS NOT NULL").get(
           id,
         ) as Row;
-        if ((sent.n as number) > 0) {
-          throw conflict(
-            `batch ${id} was broadcast and may still land: wait until it is mined, or dropped because its nonce was used`,
-            { batchId: id },
-          );
-        }
+        rules.assertMayFail(batch, sent.n as number);
       }
-      this.assertTransition(batch, r.status);
+      rules.assertBatchTransition(batch, r.status);
       const requeued = (
         this.sql(
           `UPDATE items SET status = 'accepted', batch_id = NULL, position = NULL, outcome = NULL, reason = NULL,
@@ -818,12 +620,8 @@ export class SqliteStore implements Store {
       );
       if (batch.messageId !== null) {
         // A reverted message is refused by the contract; one that never landed is submitted again.
-        if (r.status === "reverted") {
-          this.setMessageSync(batch.messageId, "failed", now, {
-            txHash: rc?.txHash ?? null,
-            error: r.error ?? "the transaction reverted",
-          });
-        } else this.setMessageSync(batch.messageId, "accepted", now, { txHash: null, error: r.error ?? null });
+        const next = rules.messageAfterRequeue(r, rc?.txHash ?? null);
+        this.setMessageSync(batch.messageId, next.status, now, next);
       }
       return requeued;
     });
@@ -869,10 +667,7 @@ export class SqliteStore implements Store {
     const u = v.ownerMessageUpdate(update);
     return this.transaction("updating an owner message", (now) => {
       const current = this.ownerMessageSync(key);
-      if (!current) throw notFound(`owner message ${key}`, { id: key });
-      if (!OWNER_MESSAGE_TRANSITIONS[current.status].includes(u.status)) {
-        throw conflict(`owner message ${key} is ${current.status}: it cannot become ${u.status}`, { id: key });
-      }
+      rules.assertMessageTransition(key, current, u.status, false);
       this.sql("UPDATE owner_messages SET status = ?, tx_hash = ?, error = ?, updated_at = ? WHERE id = ?").run(
         u.status,
         u.txHash === undefined ? current.txHash : u.txHash,
@@ -909,10 +704,7 @@ export class SqliteStore implements Store {
     change: { txHash?: Hex | null; error?: string | null } = {},
   ): void {
     const current = this.ownerMessageSync(id);
-    if (!current) throw notFound(`owner message ${id}`, { id });
-    if (current.status !== status && !OWNER_MESSAGE_TRANSITIONS[current.status].includes(status)) {
-      throw conflict(`owner message ${id} is ${current.status}: it cannot become ${status}`, { id });
-    }
+    rules.assertMessageTransition(id, current, status, true);
     this.sql("UPDATE owner_messages SET status = ?, tx_hash = ?, error = ?, updated_at = ? WHERE id = ?").run(
       status,
       change.txHash === undefined ? current.txHash : change.txHash,
@@ -972,7 +764,7 @@ export class SqliteStore implements Store {
 
   private batchRowSync(id: number): BatchRow {
     const r = this.sql("SELECT * FROM batches WHERE id = ?").get(id) as Row | undefined;
-    if (!r) throw notFound(`batch ${id}`, { batchId: id });
+    if (!r) throw rules.batchNotFound(id);
     return toBatch(r);
   }
 
@@ -995,29 +787,11 @@ export class SqliteStore implements Store {
     ).map((r) => r.id as Hex);
   }
 
-  private assertTransition(batch: BatchRow, to: BatchStatus): void {
-    if (!BATCH_TRANSITIONS[batch.status].includes(to)) {
-      throw conflict(`batch ${batch.id} is ${batch.status}: it cannot become ${to}`, {
-        batchId: batch.id,
-        status: batch.status,
-        to,
-      });
-    }
-  }
-
   private setBatchStatus(batch: BatchRow, to: BatchStatus, now: number): void {
     if (batch.status === to) return;
-    this.assertTransition(batch, to);
+    rules.assertBatchTransition(batch, to);
     this.sql("UPDATE batches SET status = ?, updated_at = ? WHERE id = ?").run(to, now, batch.id);
   }
-}
-
-function cursorNumber(after: string): number {
-  const n = Number(after);
-  if (typeof after !== "string" || !Number.isSafeInteger(n) || n < 0) {
-    throw new StoreError("INVALID_INPUT", `after must be a cursor returned as next, got ${JSON.stringify(after)}`);
-  }
-  return n;
 }
 
 /** Opens (creating and migrating if needed) a SQLite store. */

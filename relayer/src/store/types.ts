@@ -1,5 +1,5 @@
 // The relayer's durable store: the only stage that speaks SQL. Everything here is backend-neutral
-// (SQLite now, PostgreSQL later, behind the same interface); amounts are bigint, addresses and
+// (SQLite and PostgreSQL, behind the same interface); amounts are bigint, addresses and
 // hashes lowercase 0x hex, our own timestamps unix milliseconds, chain times unix seconds.
 
 export type Hex = `0x${string}`;

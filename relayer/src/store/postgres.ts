@@ -1,0 +1,1143 @@
+// The PostgreSQL backend (node-postgres, a connection pool): every operation is one transaction that
+// commits before its promise resolves, with synchronous_commit pinned on for each transaction, so an
+// acknowledged write is flushed to the server's WAL (and to a synchronous standby, if there is one).
+//
+// Concurrency: transactions run at READ COMMITTED, and each state-machine operation first locks the
+// rows its checks read (SELECT … FOR UPDATE: the batch row, else the items, then the owner message),
+// so concurrent operations act as if run one after the other, as SQLite's single writer does. A
+// nonce's uniqueness is the partial unique index's job; deadlocks and serialization failures are
+// retried whole. write() is one group-commit transaction at a time, its rows written a statement per
+// write set (multi-row, through unnest), in the callers' order.
+
+import { type ClientBase, Pool, type PoolClient, types as pgTypes } from "pg";
+import { StoreError } from "./errors";
+import { GroupCommitter } from "./group-commit";
+import { migratePostgres, POSTGRES_MIGRATIONS, type PostgresMigrationResult } from "./postgres-migrations";
+import {
+  cursorNumber,
+  isOpen,
+  newItemRow,
+  notFound,
+  type Row,
+  s,
+  sOrNull,
+  toAttempt,
+  toBatch,
+  toItem,
+  toOwnerMessage,
+  toTab,
+} from "./rows";
+import * as rules from "./rules";
+import {
+  type AttemptRow,
+  BATCH_STATUSES,
+  type BatchDetail,
+  type BatchMined,
+  type BatchRequeue,
+  type BatchRow,
+  type BatchStatus,
+  type Cursor,
+  type Hex,
+  ITEM_KINDS,
+  ITEM_STATUSES,
+  type ItemRejection,
+  type ItemRow,
+  type ItemStatus,
+  type ListBatchesQuery,
+  type ListItemsQuery,
+  type NewAttempt,
+  type NewBatch,
+  type NewItem,
+  type NewOwnerMessage,
+  type OwnerMessageRow,
+  type OwnerMessageStatus,
+  type OwnerMessageUpdate,
+  type Page,
+  type ReadyItemsQuery,
+  type StatusCounts,
+  type Store,
+  type StoreStats,
+  type TabAdvance,
+  type TabKey,
+  type TabRow,
+  type TabSettled,
+  type WriteResult,
+  type WriteSet,
+} from "./types";
+import * as v from "./validate";
+
+export interface PostgresStoreOptions {
+  /** postgres://user:password@host:port/database (libpq's URL; options=-c search_path=NAME picks a schema). */
+  url: string;
+  /** How long a statement waits for another transaction's row lock before failing (default 5000 ms). */
+  busyTimeoutMs?: number;
+  /** Clock for acceptedAt/updatedAt/createdAt, unix ms (default Date.now). */
+  now?: () => number;
+  /** Rows (items + tabs + updates) one group commit may hold; more callers wait for the next commit (default 4000). */
+  maxGroupRows?: number;
+  /** Connections at most (default 10): one for the group commit, the rest for batches and reads. */
+  poolSize?: number;
+  /** How long opening a connection may take (default 10000 ms). */
+  connectTimeoutMs?: number;
+  /** How long opening waits for another relayer's migration to finish (default 60000 ms). */
+  migrationLockTimeoutMs?: number;
+}
+
+/** The URL without its password, for messages and logs. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/]*):[^@/]*@/i, "$1:***@").replace(/([?&]password=)[^&]*/gi, "$1***");
+}
+
+// BIGINT comes back as a JS number: every BIGINT column holds a safe integer (validate.ts checks them).
+const INT8_OID = 20;
+const parseInt8 = (value: string) => Number(value);
+const TYPES = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === INT8_OID && format !== "binary"
+      ? parseInt8
+      : pgTypes.getTypeParser(oid, format as "text")) as typeof pgTypes.getTypeParser,
+};
+
+// Durability is the session's setting: a synchronous_commit = off in the database, the role or the URL must
+// not weaken it. One simple-protocol query: no extra round trip.
+const BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = on";
+const BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+const RETRYABLE = new Set(["40001", "40P01"]); // serialization failure, deadlock detected: nothing was applied
+const MAX_ATTEMPTS = 5;
+
+/** A lost or refused connection (rather than an error the server reported about our statement). */
+function connectionLost(cause: unknown): boolean {
+  const code = (cause as { code?: string }).code ?? "";
+  const message = (cause as Error)?.message ?? "";
+  return (
+    /^(08|57P)/.test(code) ||
+    [
+      "ECONNREFUSED",
+      "ECONNRESET",
+      "ETIMEDOUT",
+      "EPIPE",
+      "ENOTFOUND",
+      "EHOSTUNREACH",
+      "ENETUNREACH",
+      "EAI_AGAIN",
+    ].includes(code) ||
+    /Connection terminated|connection timeout|timeout exceeded when trying to connect|Client has encountered a connection error/i.test(
+      message,
+    )
+  );
+}
+
+type Phase = "connect" | "body" | "commit";
+
+/** Turns a PostgreSQL failure into a StoreError that says what happened and what to do. */
+function failure(cause: unknown, what: string, database: string, phase: Phase): StoreError {
+  if (cause instanceof StoreError) return cause;
+  const code = (cause as { code?: string }).code ?? "";
+  const detail = (cause as Error).message;
+  const lost = connectionLost(cause);
+  if (lost && phase === "commit") {
+    return new StoreError(
+      "WRITE_FAILED",
+      `${what}: the connection to PostgreSQL broke during COMMIT, so it may or may not have been stored (${detail}): ` +
+        "check that the server is up, then re-read or retry (writes are idempotent by id)",
+      { database, outcomeUnknown: true },
+      { cause },
+    );
+  }
+  const hint = lost
+    ? `the connection to PostgreSQL at ${database} failed: check that the server is up and reachable, then retry`
+    : code === "53100"
+      ? "the database server's disk is full: free space"
+      : code.startsWith("53")
+        ? "the database server ran out of resources (memory or connections): check its limits"
+        : code === "25006"
+          ? "the server is a read-only standby: point the relayer at the primary"
+          : code === "55P03" || code === "57014"
+            ? "a row stayed locked by another transaction past the lock timeout: is another process writing to it?"
+            : RETRYABLE.has(code)
+              ? "it kept conflicting with concurrent transactions: retry"
+              : code === "42501"
+                ? "the database user lacks a privilege on the relayer's tables: grant it"
+                : "retry; if it persists, check the database server's log";
+  return new StoreError(
+    "WRITE_FAILED",
+    `${what} failed and nothing of it was stored (${detail}): ${hint}`,
+    { database, ...(code ? { sqlState: code } : {}) },
+    { cause },
+  );
+}
+
+const ITEMS_INSERT = `
+  INSERT INTO items (id, kind, device, owner, policy_id, payee, token, amount, nonce, tab_id, deadline,
+    max_fee, fee, ref, signature, r, vs, spend, status, accepted_at, updated_at)
+  SELECT id, kind, device, owner, policy_id, payee, token, amount, nonce, tab_id, deadline,
+    max_fee, fee, ref, signature, r, vs, spend, 'accepted', accepted_at, $20
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], $8::numeric[],
+    $9::bigint[], $10::numeric[], $11::bigint[], $12::numeric[], $13::numeric[], $14::text[], $15::text[],
+    $16::text[], $17::text[], $18::numeric[], $19::bigint[])
+    WITH ORDINALITY AS t(id, kind, device, owner, policy_id, payee, token, amount, nonce, tab_id, deadline,
+      max_fee, fee, ref, signature, r, vs, spend, accepted_at, ord)
+  ORDER BY ord
+  ON CONFLICT (id) DO NOTHING
+  RETURNING id`;
+
+function itemColumns(items: readonly Required<v.NormalizedWriteSet["items"][number]>[], now: number): unknown[] {
+  const cols: unknown[][] = Array.from({ length: 19 }, () => []);
+  for (const it of items) {
+    const row = [
+      it.id,
+      it.kind,
+      it.device,
+      it.owner,
+      it.policyId,
+      it.payee,
+      it.token,
+      s(it.amount),
+      it.nonce === null ? null : s(it.nonce),
+      sOrNull(it.tabId),
+      it.deadline,
+      s(it.maxFee),
+      s(it.fee),
+      it.ref,
+      it.signature,
+      it.r,
+      it.vs,
+      s(it.spend),
+      it.acceptedAt,
+    ];
+    for (let i = 0; i < row.length; i++) cols[i].push(row[i]);
+  }
+  return [...cols, now];
+}
+
+const TAB_ADVANCE = `
+  INSERT INTO tabs (device, payee, token, tab_id, newest_id, newest_cumulative, settled_cumulative, closes_at,
+    updated_at)
+  SELECT device, payee, token, tab_id, newest_id, newest_cumulative, 0, NULL, $7
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::numeric[], $5::text[], $6::numeric[])
+    AS t(device, payee, token, tab_id, newest_id, newest_cumulative)
+  ON CONFLICT (device, payee, token, tab_id) DO UPDATE SET
+    newest_id = excluded.newest_id, newest_cumulative = excluded.newest_cumulative, updated_at = excluded.updated_at
+  WHERE excluded.newest_cumulative > tabs.newest_cumulative
+  RETURNING *`;
+
+const tabKeyString = (k: TabKey) => `${k.device}:${k.payee}:${k.token}:${k.tabId}`;
+
+/** Splits a group into consecutive runs of write sets that touch disjoint item ids (as items or updates). */
+function disjointRuns(sets: readonly v.NormalizedWriteSet[]): v.NormalizedWriteSet[][] {
+  const runs: v.NormalizedWriteSet[][] = [];
+  let run: v.NormalizedWriteSet[] = [];
+  let taken = new Set<Hex>();
+  for (const set of sets) {
+    const ids = new Set<Hex>([...set.items.map((it) => it.id), ...set.updates.map((u) => u.id)]);
+    if ([...ids].some((id) => taken.has(id))) {
+      runs.push(run);
+      run = [];
+      taken = new Set();
+    }
+    run.push(set);
+    for (const id of ids) taken.add(id);
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
+}
+
+export class PostgresStore implements Store {
+  readonly backend = "postgres" as const;
+  private closed = false;
+  private closing = false;
+  private readonly inflight = new Set<Promise<unknown>>();
+  private readonly writes: GroupCommitter<v.NormalizedWriteSet, WriteResult>;
+  private readonly now: () => number;
+
+  private constructor(
+    private readonly pool: Pool,
+    /** The database's URL without its password. */
+    readonly database: string,
+    /** What opening did to the schema, for the start-up log line. */
+    readonly migration: PostgresMigrationResult,
+    now: () => number,
+    maxGroupRows: number,
+  ) {
+    this.now = now;
+    this.writes = new GroupCommitter(
+      (sets) =>
+        this.transaction(`a group commit of ${sets.length} writes`, async (c, at) => {
+          return this.applyGroup(c, sets, at);
+        }),
+      {
+        weight: (set) => Math.max(1, set.items.length + set.tabs.length + set.updates.length),
+        maxWeight: maxGroupRows,
+      },
+    );
+  }
+
+  static async open(options: PostgresStoreOptions): Promise<PostgresStore> {
+    if (typeof options?.url !== "string" || !/^postgres(ql)?:\/\//i.test(options.url)) {
+      throw new StoreError("INVALID_INPUT", "url must be a postgres:// or postgresql:// URL");
+    }
+    const database = redactUrl(options.url);
+    const maxGroupRows = options.maxGroupRows === undefined ? 4000 : v.int(options.maxGroupRows, "maxGroupRows");
+    const poolSize = options.poolSize === undefined ? 10 : v.int(options.poolSize, "poolSize");
+    const pool = new Pool({
+      connectionString: options.url,
+      max: Math.max(1, poolSize),
+      connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000,
+      lock_timeout: options.busyTimeoutMs ?? 5000,
+      // A session stuck inside a transaction (a hung process) gives its row locks back.
+      idle_in_transaction_session_timeout: 60_000,
+      fallback_application_name: "machinepay-relayer",
+      keepAlive: true,
+      types: TYPES,
+    });
+    // An idle connection that dies is dropped by the pool and replaced at the next checkout.
+    pool.on("error", () => {});
+    let client: PoolClient;
+    try {
+      client = await pool.connect();
+    } catch (cause) {
+      await pool.end().catch(() => {});
+      throw new StoreError(
+        "CANNOT_OPEN",
+        `cannot connect to PostgreSQL at ${database} (${(cause as Error).message}): check that the server is up ` +
+          "and reachable, and the URL's host, port, database, user and password",
+        { database },
+        { cause },
+      );
+    }
+    let migration: PostgresMigrationResult;
+    try {
+      migration = await migratePostgres(client, database, POSTGRES_MIGRATIONS, {
+        lockTimeoutMs: options.migrationLockTimeoutMs,
+      });
+      client.release();
+    } catch (cause) {
+      client.release(true);
+      await pool.end().catch(() => {});
+      if (cause instanceof StoreError) throw cause;
+      throw new StoreError(
+        "CANNOT_OPEN",
+        `cannot open the store in ${database} (${(cause as Error).message}): check the database and the user's privileges`,
+        { database },
+        { cause },
+      );
+    }
+    return new PostgresStore(pool, database, migration, options.now ?? Date.now, Math.max(1, maxGroupRows));
+  }
+
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true; // refuse new writes, finish the queued ones and every operation under way
+    await this.writes.drain();
+    while (this.inflight.size > 0) await Promise.allSettled([...this.inflight]);
+    this.closed = true;
+    await this.pool.end();
+  }
+
+  stats(): StoreStats {
+    const st = this.writes.stats;
+    return { groupCommits: st.groups, writes: st.calls, largestGroup: st.largestGroup };
+  }
+
+  // ---- writes from ingest: group commit ----
+
+  async write(set: WriteSet): Promise<WriteResult> {
+    this.assertOpen();
+    if (this.closing)
+      throw new StoreError("CLOSED", "the store is closing: open it again", { database: this.database });
+    return this.writes.submit(v.writeSet(set, this.now()));
+  }
+
+  /**
+   * Applies a group's write sets as if one after the other, in few statements: consecutive sets that
+   * touch disjoint items (as items or updates) cannot see each other's effects, so such a run is
+   * written as one statement per kind of row (items, then tabs, then updates), in the callers' order.
+   */
+  private async applyGroup(c: ClientBase, sets: readonly v.NormalizedWriteSet[], now: number): Promise<WriteResult[]> {
+    const out: WriteResult[] = [];
+    for (const run of disjointRuns(sets)) {
+      const items = await this.applyItems(
+        c,
+        run.flatMap((set) => set.items),
+        now,
+      );
+      const tabs = await this.applyTabs(
+        c,
+        run.flatMap((set) => set.tabs),
+        now,
+      );
+      const updates = await this.applyUpdates(
+        c,
+        run.flatMap((set) => set.updates),
+        now,
+      );
+      let [i, t, u] = [0, 0, 0];
+      for (const set of run) {
+        const [ni, nt, nu] = [i + set.items.length, t + set.tabs.length, u + set.updates.length];
+        out.push({ items: items.slice(i, ni), tabs: tabs.slice(t, nt), updates: updates.slice(u, nu) });
+        [i, t, u] = [ni, nt, nu];
+      }
+    }
+    return out;
+  }
+
+  /** Inserts new items in order; an id given twice is inserted at its first occurrence. */
+  private async applyItems(c: ClientBase, items: readonly Required<NewItem>[], now: number) {
+    if (items.length === 0) return [];
+    const inserted = new Set((await c.query(ITEMS_INSERT, itemColumns(items, now))).rows.map((r) => r.id as Hex));
+    const fresh = new Map<Hex, ItemRow>();
+    const known = [...new Set(items.filter((it) => !inserted.has(it.id)).map((it) => it.id))];
+    const stored = known.length > 0 ? await this.itemsIn(c, known) : new Map<Hex, ItemRow>();
+    return items.map((it) => {
+      if (inserted.has(it.id) && !fresh.has(it.id)) {
+        const row = newItemRow(it, now);
+        fresh.set(it.id, row);
+        return { id: it.id, inserted: true, item: row };
+      }
+      return { id: it.id, inserted: false, item: (fresh.get(it.id) ?? stored.get(it.id))! };
+    });
+  }
+
+  /** Moves tabs forward in order; distinct tabs (the usual case) in one statement. */
+  private async applyTabs(c: ClientBase, tabs: readonly TabAdvance[], now: number) {
+    if (tabs.length === 0) return [];
+    const keys = tabs.map(tabKeyString);
+    if (new Set(keys).size !== keys.length) {
+      const out: WriteResult["tabs"] = [];
+      for (const t of tabs) {
+        const r = await c.query(TAB_ADVANCE, [
+          [t.device],
+          [t.payee],
+          [t.token],
+          [s(t.tabId)],
+          [t.newestId],
+          [s(t.newestCumulative)],
+          now,
+        ]);
+        out.push(
+          r.rows.length > 0
+            ? { advanced: true, tab: toTab(r.rows[0]) }
+            : { advanced: false, tab: (await this.tabIn(c, t))! },
+        );
+      }
+      return out;
+    }
+    const cols = [
+      tabs.map((t) => t.device),
+      tabs.map((t) => t.payee),
+      tabs.map((t) => t.token),
+      tabs.map((t) => s(t.tabId)),
+    ];
+    const r = await c.query(TAB_ADVANCE, [
+      ...cols,
+      tabs.map((t) => t.newestId),
+      tabs.map((t) => s(t.newestCumulative)),
+      now,
+    ]);
+    const advanced = new Map(r.rows.map((row) => [tabKeyString(toTab(row)), toTab(row)]));
+    const others = new Map<string, TabRow>();
+    if (advanced.size < tabs.length) {
+      const rest = await c.query(
+        `SELECT tabs.* FROM tabs JOIN unnest($1::text[], $2::text[], $3::text[], $4::numeric[]) AS k(device, payee, token, tab_id)
+           USING (device, payee, token, tab_id)`,
+        cols,
+      );
+      for (const row of rest.rows) others.set(tabKeyString(toTab(row)), toTab(row));
+    }
+    return keys.map((k) =>
+      advanced.has(k) ? { advanced: true, tab: advanced.get(k)! } : { advanced: false, tab: others.get(k)! },
+    );
+  }
+
+  /** Item updates in order; distinct ids (the usual case) in one statement, since their order cannot matter. */
+  private async applyUpdates(c: ClientBase, updates: readonly v.NormalizedUpdate[], now: number) {
+    if (updates.length === 0) return [];
+    const ids = updates.map((u) => u.id);
+    const applied: boolean[] = [];
+    if (new Set(ids).size === ids.length) {
+      const r = await c.query(
+        `UPDATE items SET status = u.status, reason = u.reason, message = u.message, updated_at = $5
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS u(id, status, reason, message)
+         WHERE items.id = u.id AND items.status = 'accepted'
+         RETURNING items.id`,
+        [ids, updates.map((u) => u.status), updates.map((u) => u.reason), updates.map((u) => u.message), now],
+      );
+      const done = new Set(r.rows.map((row) => row.id as Hex));
+      for (const id of ids) applied.push(done.has(id));
+    } else {
+      for (const u of updates) {
+        const r = await c.query(
+          "UPDATE items SET status = $1, reason = $2, message = $3, updated_at = $4 WHERE id = $5 AND status = 'accepted'",
+          [u.status, u.reason, u.message, now, u.id],
+        );
+        applied.push((r.rowCount ?? 0) > 0);
+      }
+    }
+    // Those not applied report the status that stopped them (after the whole run: no later set touches them).
+    const others = updates.filter((_, i) => !applied[i]).map((u) => u.id);
+    const status = new Map<Hex, ItemStatus>();
+    if (others.length > 0) {
+      const r = await c.query("SELECT id, status FROM items WHERE id = ANY($1::text[])", [others]);
+      for (const row of r.rows) status.set(row.id as Hex, row.status as ItemStatus);
+    }
+    return updates.map((u, i) =>
+      applied[i]
+        ? { id: u.id, applied: true, status: u.status as ItemStatus }
+        : { id: u.id, applied: false, status: status.get(u.id) ?? null },
+    );
+  }
+
+  async rejectItems(rejections: readonly ItemRejection[]): Promise<Hex[]> {
+    const { updates } = await this.write({ updates: v.rejections(rejections) });
+    return updates.filter((u) => u.applied).map((u) => u.id);
+  }
+
+  // ---- item reads ----
+
+  async getItem(id: Hex): Promise<ItemRow | null> {
+    const key = v.hash32(id, "id");
+    const rows = await this.query("reading an item", "SELECT * FROM items WHERE id = $1", [key]);
+    return rows.length > 0 ? toItem(rows[0]) : null;
+  }
+
+  async getItems(ids: readonly Hex[]): Promise<(ItemRow | null)[]> {
+    const wanted = ids.map((id, i) => v.hash32(id, `ids[${i}]`));
+    this.assertOpen();
+    if (wanted.length === 0) return [];
+    const rows = await this.query("reading items", "SELECT * FROM items WHERE id = ANY($1::text[])", [wanted]);
+    const byId = new Map(rows.map((r) => [r.id as Hex, toItem(r)]));
+    return wanted.map((id) => byId.get(id) ?? null);
+  }
+
+  async listItems(query: ListItemsQuery): Promise<Page<ItemRow>> {
+    const limit = v.limit(query?.limit);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const p = (value: unknown) => {
+      params.push(value);
+      return `$${params.length}`;
+    };
+    let sql: string;
+    if (query.batchId !== undefined) {
+      // Every item ever placed in the batch, in position order, with its current status.
+      where.push(`bi.batch_id = ${p(v.int(query.batchId, "batchId"))}`);
+    }
+    if (query.status !== undefined) where.push(`items.status = ${p(v.oneOf(query.status, ITEM_STATUSES, "status"))}`);
+    if (query.device !== undefined) where.push(`items.device = ${p(v.address(query.device, "device"))}`);
+    if (query.kind !== undefined) where.push(`items.kind = ${p(v.oneOf(query.kind, ITEM_KINDS, "kind"))}`);
+    if (query.batchId !== undefined) {
+      if (query.after !== undefined) where.push(`bi.position > ${p(cursorNumber(query.after))}`);
+      sql = `SELECT items.*, bi.position AS page_key FROM batch_items bi JOIN items ON items.id = bi.item_id
+             WHERE ${where.join(" AND ")} ORDER BY bi.position LIMIT ${p(limit + 1)}`;
+    } else {
+      if (query.after !== undefined) where.push(`items.seq < ${p(cursorNumber(query.after))}`);
+      sql = `SELECT items.*, items.seq AS page_key FROM items ${where.length ? `WHERE ${where.join(" AND ")}` : ""}
+             ORDER BY items.seq DESC LIMIT ${p(limit + 1)}`;
+    }
+    const rows = await this.query("listing items", sql, params);
+    const more = rows.length > limit;
+    const page = rows.slice(0, limit);
+    const next = more ? String(page[page.length - 1].page_key) : null;
+    return { rows: page.map(toItem), next };
+  }
+
+  async pendingItems(): Promise<ItemRow[]> {
+    const rows = await this.query(
+      "reading the pending items",
+      "SELECT * FROM items WHERE status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
+    );
+    return rows.map(toItem);
+  }
+
+  async readyItems(query: ReadyItemsQuery): Promise<ItemRow[]> {
+    const kind = v.oneOf(query?.kind, ITEM_KINDS, "kind");
+    const token = v.address(query.token, "token");
+    const limit = v.limit(query.limit);
+    const rows = await this.query(
+      "reading the ready items",
+      // NULLS FIRST: SQLite's order (vouchers have no nonce; within one kind it never decides).
+      `SELECT * FROM items WHERE status = 'accepted' AND kind = $1 AND token = $2
+       ORDER BY deadline, device, nonce NULLS FIRST, seq LIMIT $3`,
+      [kind, token, limit],
+    );
+    return rows.map(toItem);
+  }
+
+  async countByStatus(): Promise<StatusCounts> {
+    return this.read("counting items and batches", async (c) => {
+      const items = Object.fromEntries(ITEM_STATUSES.map((k) => [k, 0])) as Record<ItemStatus, number>;
+      const batches = Object.fromEntries(BATCH_STATUSES.map((k) => [k, 0])) as Record<BatchStatus, number>;
+      for (const r of (await c.query("SELECT status, count(*) AS n FROM items GROUP BY status")).rows) {
+        items[r.status as ItemStatus] = r.n as number;
+      }
+      for (const r of (await c.query("SELECT status, count(*) AS n FROM batches GROUP BY status")).rows) {
+        batches[r.status as BatchStatus] = r.n as number;
+      }
+      return { items, batches };
+    });
+  }
+
+  // ---- tabs ----
+
+  async getTab(key: TabKey): Promise<TabRow | null> {
+    const k = v.tabKey(key);
+    const rows = await this.query(
+      "reading a tab",
+      "SELECT * FROM tabs WHERE device = $1 AND payee = $2 AND token = $3 AND tab_id = $4",
+      [k.device, k.payee, k.token, s(k.tabId)],
+    );
+    return rows.length > 0 ? toTab(rows[0]) : null;
+  }
+
+  async setTabSettled(key: TabKey, settled: TabSettled): Promise<TabRow> {
+    const k = v.tabKey(key);
+    const { settledCumulative, closesAt } = v.tabSettled(settled);
+    return this.transaction("recording a tab's settlement", async (c, now) => {
+      const r = await c.query(
+        `INSERT INTO tabs (device, payee, token, tab_id, newest_id, newest_cumulative, settled_cumulative, closes_at,
+           updated_at)
+         VALUES ($1, $2, $3, $4, NULL, 0, $5, $6, $7)
+         ON CONFLICT (device, payee, token, tab_id) DO UPDATE SET settled_cumulative = excluded.settled_cumulative,
+           closes_at = CASE WHEN $8::boolean THEN excluded.closes_at ELSE tabs.closes_at END,
+           updated_at = excluded.updated_at
+         RETURNING *`,
+        [k.device, k.payee, k.token, s(k.tabId), s(settledCumulative), closesAt ?? null, now, closesAt !== undefined],
+      );
+      return toTab(r.rows[0]);
+    });
+  }
+
+  // ---- batches ----
+
+  async createBatch(batch: NewBatch): Promise<number> {
+    const b = v.newBatch(batch);
+    return this.transaction("creating a batch", async (c, now) => {
+      // Locked in id order, so two batchers racing for the same items cannot deadlock each other.
+      const candidates = new Map<Hex, rules.BatchCandidate>();
+      if (b.itemIds.length > 0) {
+        const r = await c.query(
+          "SELECT id, status, kind, token FROM items WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+          [b.itemIds],
+        );
+        for (const row of r.rows) candidates.set(row.id as Hex, row as rules.BatchCandidate);
+      }
+      rules.assertBatchable(b, (id) => candidates.get(id));
+      if (b.messageId !== null) {
+        rules.assertMessageBatchable(
+          { messageId: b.messageId, kind: b.kind },
+          await this.ownerMessageIn(c, b.messageId, true),
+        );
+      }
+      const inserted = await c.query(
+        `INSERT INTO batches (kind, token, sender, nonce, status, item_count, gas_estimate, message_id, created_at,
+           updated_at)
+         VALUES ($1, $2, $3, $4, 'created', $5, $6, $7, $8, $8)
+         ON CONFLICT (sender, nonce) WHERE status NOT IN ('failed', 'dropped') DO NOTHING
+         RETURNING id`,
+        [b.kind, b.token, b.sender, b.nonce, b.itemIds.length, sOrNull(b.gasEstimate), b.messageId, now],
+      );
+      if (inserted.rows.length === 0) throw rules.nonceInUse(b.sender, b.nonce);
+      const id = inserted.rows[0].id as number;
+      if (b.itemIds.length > 0) {
+        const positions = b.itemIds.map((_, i) => i);
+        await c.query(
+          `UPDATE items SET status = 'batched', batch_id = $1, position = u.position, updated_at = $2
+           FROM unnest($3::text[], $4::int[]) AS u(id, position)
+           WHERE items.id = u.id AND items.status = 'accepted'`,
+          [id, now, b.itemIds, positions],
+        );
+        await c.query(
+          `INSERT INTO batch_items (batch_id, position, item_id)
+           SELECT $1, position, id FROM unnest($2::text[], $3::int[]) AS u(id, position)`,
+          [id, b.itemIds, positions],
+        );
+      }
+      if (b.messageId !== null) await this.setMessage(c, b.messageId, "submitted", now);
+      return id;
+    });
+  }
+
+  async addAttempt(batchId: number, attempt: NewAttempt): Promise<AttemptRow> {
+    const id = v.int(batchId, "batchId");
+    const a = v.newAttempt(attempt);
+    return this.transaction("recording a transaction attempt", async (c, now) => {
+      const batch = await this.lockBatch(c, id);
+      rules.assertTakesAttempt(batch, a);
+      const inserted = await c.query(
+        `INSERT INTO attempts (batch_id, hash, raw, nonce, max_fee_per_gas, max_priority_fee_per_gas, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING RETURNING *`,
+        [id, a.hash, a.raw, a.nonce, s(a.maxFeePerGas), s(a.maxPriorityFeePerGas), now],
+      );
+      if (inserted.rows.length > 0) return toAttempt(inserted.rows[0]);
+      const existing = (await c.query("SELECT * FROM attempts WHERE hash = $1", [a.hash])).rows[0];
+      if (existing.batch_id !== id) throw rules.attemptOfAnotherBatch(a.hash, existing.batch_id as number);
+      return toAttempt(existing); // already recorded: recovery re-broadcasts it
+    });
+  }
+
+  async markBroadcast(hash: Hex): Promise<void> {
+    const h = v.hash32(hash, "hash");
+    await this.transaction("recording a broadcast", async (c, now) => {
+      const attempt = (await c.query("SELECT batch_id FROM attempts WHERE hash = $1", [h])).rows[0];
+      if (!attempt) throw notFound(`transaction ${h}`, { hash: h });
+      const batch = await this.lockBatch(c, attempt.batch_id as number);
+      rules.assertBroadcastable(batch);
+      await c.query("UPDATE attempts SET broadcast_at = coalesce(broadcast_at, $1) WHERE hash = $2", [now, h]);
+      if (batch.status === "mined") return; // items already carry the transaction that landed
+      await this.setBatchStatus(c, batch, "sent", now);
+      await c.query(
+        `UPDATE items SET status = 'submitted', tx_hash = $1, updated_at = $2
+         WHERE batch_id = $3 AND status IN ('batched', 'submitted')`,
+        [h, now, batch.id],
+      );
+      if (batch.messageId !== null) await this.setMessage(c, batch.messageId, "submitted", now, { txHash: h });
+    });
+  }
+
+  async getBatch(id: number): Promise<BatchDetail | null> {
+    const batchId = v.int(id, "id");
+    return this.read("reading a batch", async (c) => {
+      const r = await c.query("SELECT * FROM batches WHERE id = $1", [batchId]);
+      return r.rows.length > 0 ? (await this.details(c, [toBatch(r.rows[0])]))[0] : null;
+    });
+  }
+
+  async listBatches(query: ListBatchesQuery): Promise<Page<BatchRow>> {
+    const limit = v.limit(query?.limit);
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (query.status !== undefined) {
+      params.push(v.oneOf(query.status, BATCH_STATUSES, "status"));
+      where.push(`status = $${params.length}`);
+    }
+    if (query.after !== undefined) {
+      params.push(cursorNumber(query.after));
+      where.push(`id < $${params.length}`);
+    }
+    params.push(limit + 1);
+    const sql = `SELECT * FROM batches ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY id DESC LIMIT $${params.length}`;
+    const rows = (await this.query("listing batches", sql, params)).map(toBatch);
+    const page = rows.slice(0, limit);
+    return { rows: page, next: rows.length > limit ? String(page[page.length - 1].id) : null };
+  }
+
+  async openBatches(): Promise<BatchDetail[]> {
+    return this.read("reading the open batches", async (c) => {
+      const r = await c.query("SELECT * FROM batches WHERE status IN ('created', 'sent', 'mined') ORDER BY id");
+      return this.details(c, r.rows.map(toBatch));
+    });
+  }
+
+  async nextNonce(sender: Hex): Promise<number | null> {
+    const a = v.address(sender, "sender");
+    const rows = await this.query(
+      "reading the next nonce",
+      "SELECT max(nonce) AS n FROM batches WHERE sender = $1 AND status NOT IN ('failed', 'dropped')",
+      [a],
+    );
+    return rows[0].n === null ? null : (rows[0].n as number) + 1;
+  }
+
+  async markBatchMined(batchId: number, mined: BatchMined): Promise<void> {
+    const id = v.int(batchId, "batchId");
+    const m = v.batchMined(mined);
+    await this.transaction("recording a mined batch", async (c, now) => {
+      const batch = await this.lockBatch(c, id);
+      rules.assertBatchTransition(batch, "mined");
+      const attempt = (await c.query("SELECT batch_id FROM attempts WHERE hash = $1", [m.txHash])).rows[0];
+      rules.assertAttemptOf(attempt?.batch_id as number | undefined, id, m.txHash);
+      rules.assertOutcomesCover(id, await this.liveItemIds(c, id), m.items);
+      await c.query(
+        `UPDATE batches SET status = 'mined', tx_hash = $1, block_number = $2, block_hash = $3, gas_used = $4,
+           updated_at = $5 WHERE id = $6`,
+        [m.txHash, m.blockNumber, m.blockHash, s(m.gasUsed), now, id],
+      );
+      await c.query("UPDATE attempts SET broadcast_at = coalesce(broadcast_at, $1) WHERE hash = $2", [now, m.txHash]);
+      if (m.items.length > 0) {
+        await c.query(
+          `UPDATE items SET status = 'submitted', outcome = u.outcome, reason = u.reason, message = u.message,
+             tx_hash = $1, block_number = $2, block_hash = $3, updated_at = $4
+           FROM unnest($5::text[], $6::text[], $7::text[], $8::text[]) AS u(id, outcome, reason, message)
+           WHERE items.id = u.id`,
+          [
+            m.txHash,
+            m.blockNumber,
+            m.blockHash,
+            now,
+            m.items.map((o) => o.id),
+            m.items.map((o) => o.status),
+            m.items.map((o) => o.reason),
+            m.items.map((o) => o.message),
+          ],
+        );
+      }
+      if (batch.messageId !== null) await this.setMessage(c, batch.messageId, "submitted", now, { txHash: m.txHash });
+    });
+  }
+
+  async unmineBatch(batchId: number): Promise<void> {
+    const id = v.int(batchId, "batchId");
+    await this.transaction("recording a batch's block leaving the chain", async (c, now) => {
+      rules.assertMined(await this.lockBatch(c, id));
+      await c.query(
+        `UPDATE batches SET status = 'sent', tx_hash = NULL, block_number = NULL, block_hash = NULL, gas_used = NULL,
+           updated_at = $1 WHERE id = $2`,
+        [now, id],
+      );
+      await c.query(
+        `UPDATE items SET outcome = NULL, reason = NULL, message = NULL, block_number = NULL, block_hash = NULL,
+           updated_at = $1 WHERE batch_id = $2 AND status = 'submitted'`,
+        [now, id],
+      );
+    });
+  }
+
+  async markBatchConfirmed(batchId: number): Promise<void> {
+    const id = v.int(batchId, "batchId");
+    await this.transaction("confirming a batch", async (c, now) => {
+      const batch = await this.lockBatch(c, id);
+      rules.assertBatchTransition(batch, "confirmed");
+      const items = (
+        await c.query(
+          "SELECT * FROM items WHERE batch_id = $1 AND status IN ('batched', 'submitted') ORDER BY position",
+          [id],
+        )
+      ).rows.map(toItem);
+      rules.assertDecided(id, items);
+      await c.query("UPDATE items SET status = outcome, updated_at = $1 WHERE batch_id = $2 AND status = 'submitted'", [
+        now,
+        id,
+      ]);
+      for (const it of items) {
+        if (it.kind !== "voucher" || it.outcome !== "settled") continue;
+        await c.query(
+          `INSERT INTO tabs (device, payee, token, tab_id, newest_id, newest_cumulative, settled_cumulative, closes_at,
+             updated_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $6, NULL, $7)
+           ON CONFLICT (device, payee, token, tab_id) DO UPDATE SET
+             settled_cumulative = excluded.settled_cumulative, updated_at = excluded.updated_at
+           WHERE excluded.settled_cumulative > tabs.settled_cumulative`,
+          [it.device, it.payee, it.token, s(it.tabId!), it.id, s(it.amount), now],
+        );
+      }
+      if (batch.messageId !== null) await this.setMessage(c, batch.messageId, "confirmed", now, { error: null });
+      await this.setBatchStatus(c, batch, "confirmed", now);
+    });
+  }
+
+  async requeueBatch(batchId: number, requeue: BatchRequeue): Promise<Hex[]> {
+    const id = v.int(batchId, "batchId");
+    const r = v.batchRequeue(requeue);
+    return this.transaction("requeueing a batch", async (c, now) => {
+      const batch = await this.lockBatch(c, id);
+      if (r.status === "failed" && isOpen(batch.status)) {
+        const sent = await c.query(
+          "SELECT count(*) AS n FROM attempts WHERE batch_id = $1 AND broadcast_at IS NOT NULL",
+          [id],
+        );
+        rules.assertMayFail(batch, sent.rows[0].n as number);
+      }
+      rules.assertBatchTransition(batch, r.status);
+      const requeued = (
+        await c.query(
+          `UPDATE items SET status = 'accepted', batch_id = NULL, position = NULL, outcome = NULL, reason = NULL,
+             message = NULL, tx_hash = NULL, block_number = NULL, block_hash = NULL, updated_at = $1
+           FROM (SELECT id, position FROM items WHERE batch_id = $2 AND status IN ('batched', 'submitted')) AS was
+           WHERE items.id = was.id
+           RETURNING items.id, was.position`,
+          [now, id],
+        )
+      ).rows
+        .sort((x, y) => (x.position as number) - (y.position as number))
+        .map((row) => row.id as Hex);
+      const rc = r.receipt;
+      await c.query(
+        `UPDATE batches SET status = $1, error = $2, tx_hash = $3, block_number = $4, block_hash = $5, gas_used = $6,
+           updated_at = $7 WHERE id = $8`,
+        [
+          r.status,
+          r.error,
+          rc?.txHash ?? null,
+          rc?.blockNumber ?? null,
+          rc?.blockHash ?? null,
+          rc ? s(rc.gasUsed) : null,
+          now,
+          id,
+        ],
+      );
+      if (batch.messageId !== null) {
+        // A reverted message is refused by the contract; one that never landed is submitted again.
+        const next = rules.messageAfterRequeue(r, rc?.txHash ?? null);
+        await this.setMessage(c, batch.messageId, next.status, now, next);
+      }
+      return requeued;
+    });
+  }
+
+  // ---- cursors ----
+
+  async getCursor(name: string): Promise<Cursor | null> {
+    const n = v.text(name, "name");
+    const rows = await this.query("reading a cursor", "SELECT block_number, block_hash FROM cursors WHERE name = $1", [
+      n,
+    ]);
+    return rows.length > 0
+      ? { blockNumber: rows[0].block_number as number, blockHash: rows[0].block_hash as Hex | null }
+      : null;
+  }
+
+  async setCursor(name: string, cursor: Cursor): Promise<void> {
+    const cur = v.cursor(name, cursor);
+    await this.transaction("saving a cursor", async (c, now) => {
+      await c.query(
+        `INSERT INTO cursors (name, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash,
+           updated_at = excluded.updated_at`,
+        [cur.name, cur.blockNumber, cur.blockHash, now],
+      );
+    });
+  }
+
+  // ---- owner messages ----
+
+  async insertOwnerMessage(message: NewOwnerMessage): Promise<{ inserted: boolean; message: OwnerMessageRow }> {
+    const m = v.ownerMessage(message);
+    return this.transaction("storing an owner message", async (c, now) => {
+      const r = await c.query(
+        `INSERT INTO owner_messages (id, kind, owner, body, status, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'accepted', $5, $5) ON CONFLICT (id) DO NOTHING RETURNING *`,
+        [m.id, m.kind, m.owner, m.body, now],
+      );
+      if (r.rows.length > 0) return { inserted: true, message: toOwnerMessage(r.rows[0]) };
+      return { inserted: false, message: (await this.ownerMessageIn(c, m.id, false))! };
+    });
+  }
+
+  async updateOwnerMessage(id: Hex, update: OwnerMessageUpdate): Promise<OwnerMessageRow> {
+    const key = v.hash32(id, "id");
+    const u = v.ownerMessageUpdate(update);
+    return this.transaction("updating an owner message", async (c, now) => {
+      const current = await this.ownerMessageIn(c, key, true);
+      rules.assertMessageTransition(key, current, u.status, false);
+      const r = await c.query(
+        "UPDATE owner_messages SET status = $1, tx_hash = $2, error = $3, updated_at = $4 WHERE id = $5 RETURNING *",
+        [
+          u.status,
+          u.txHash === undefined ? current.txHash : u.txHash,
+          u.error === undefined ? current.error : u.error,
+          now,
+          key,
+        ],
+      );
+      return toOwnerMessage(r.rows[0]);
+    });
+  }
+
+  async getOwnerMessage(id: Hex): Promise<OwnerMessageRow | null> {
+    const key = v.hash32(id, "id");
+    const rows = await this.query("reading an owner message", "SELECT * FROM owner_messages WHERE id = $1", [key]);
+    return rows.length > 0 ? toOwnerMessage(rows[0]) : null;
+  }
+
+  async openOwnerMessages(): Promise<OwnerMessageRow[]> {
+    const rows = await this.query(
+      "reading the open owner messages",
+      "SELECT * FROM owner_messages WHERE status IN ('accepted', 'submitted') ORDER BY created_at, id",
+    );
+    return rows.map(toOwnerMessage);
+  }
+
+  // ---- helpers ----
+
+  /** Moves an owner message along its state machine (a refused transition throws CONFLICT). */
+  private async setMessage(
+    c: ClientBase,
+    id: Hex,
+    status: OwnerMessageStatus,
+    now: number,
+    change: { txHash?: Hex | null; error?: string | null } = {},
+  ): Promise<void> {
+    const current = await this.ownerMessageIn(c, id, true);
+    rules.assertMessageTransition(id, current, status, true);
+    await c.query("UPDATE owner_messages SET status = $1, tx_hash = $2, error = $3, updated_at = $4 WHERE id = $5", [
+      status,
+      change.txHash === undefined ? current.txHash : change.txHash,
+      change.error === undefined ? current.error : change.error,
+      now,
+      id,
+    ]);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw new StoreError("CLOSED", "the store is closed: open it again", { database: this.database });
+  }
+
+  /** Keeps close() waiting for every operation under way. */
+  private track<T>(work: Promise<T>): Promise<T> {
+    this.inflight.add(work);
+    const done = () => this.inflight.delete(work);
+    work.then(done, done);
+    return work;
+  }
+
+  /** One statement outside an explicit transaction (a read). */
+  private async query(what: string, text: string, values: unknown[] = []): Promise<Row[]> {
+    this.assertOpen();
+    return this.track(
+      this.pool.query(text, values).then(
+        (r) => r.rows as Row[],
+        (cause) => {
+          throw readFailure(cause, what, this.database);
+        },
+      ),
+    );
+  }
+
+  /** Several reads from one snapshot. */
+  private read<T>(what: string, fn: (c: ClientBase) => Promise<T>): Promise<T> {
+    return this.transaction(what, (c) => fn(c), "read");
+  }
+
+  /**
+   * Runs `fn` in one transaction (READ COMMITTED, or a REPEATABLE READ READ ONLY snapshot for reads),
+   * retried whole on a deadlock or serialization failure; StoreErrors pass through, others are explained.
+   */
+  private transaction<T>(
+    what: string,
+    fn: (c: ClientBase, now: number) => Promise<T>,
+    mode: "write" | "read" = "write",
+  ): Promise<T> {
+    this.assertOpen();
+    return this.track(this.runTransaction(what, fn, mode));
+  }
+
+  private async runTransaction<T>(
+    what: string,
+    fn: (c: ClientBase, now: number) => Promise<T>,
+    mode: "write" | "read",
+  ): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      let client: PoolClient;
+      try {
+        client = await this.pool.connect();
+      } catch (cause) {
+        throw mode === "read"
+          ? readFailure(cause, what, this.database)
+          : failure(cause, what, this.database, "connect");
+      }
+      // A checked-out client that loses its connection emits 'error' (the query in flight rejects too).
+      let broken = false;
+      const onError = () => {
+        broken = true;
+      };
+      client.on("error", onError);
+      let phase: Phase = "body";
+      let retry = false;
+      try {
+        await client.query(mode === "read" ? BEGIN_READ : BEGIN_WRITE);
+        const out = await fn(client, this.now());
+        phase = "commit";
+        await client.query("COMMIT");
+        return out;
+      } catch (error) {
+        if (phase === "body") {
+          await client.query("ROLLBACK").catch(() => {
+            broken = true;
+          });
+        }
+        if (connectionLost(error)) broken = true;
+        if (error instanceof StoreError) throw error;
+        const code = (error as { code?: string }).code ?? "";
+        retry = RETRYABLE.has(code) && phase === "body" && attempt < MAX_ATTEMPTS;
+        if (!retry)
+          throw mode === "read" ? readFailure(error, what, this.database) : failure(error, what, this.database, phase);
+      } finally {
+        client.removeListener("error", onError);
+        client.release(broken || undefined);
+      }
+      if (retry) await new Promise((r) => setTimeout(r, Math.random() * 10 * attempt));
+    }
+  }
+
+  private async lockBatch(c: ClientBase, id: number): Promise<BatchRow> {
+    const r = await c.query("SELECT * FROM batches WHERE id = $1 FOR UPDATE", [id]);
+    if (r.rows.length === 0) throw rules.batchNotFound(id);
+    return toBatch(r.rows[0]);
+  }
+
+  private async itemsIn(c: ClientBase, ids: readonly Hex[]): Promise<Map<Hex, ItemRow>> {
+    const r = await c.query("SELECT * FROM items WHERE id = ANY($1::text[])", [ids]);
+    return new Map(r.rows.map((row) => [row.id as Hex, toItem(row)]));
+  }
+
+  private async tabIn(c: ClientBase, k: TabKey): Promise<TabRow | null> {
+    const r = await c.query("SELECT * FROM tabs WHERE device = $1 AND payee = $2 AND token = $3 AND tab_id = $4", [
+      k.device,
+      k.payee,
+      k.token,
+      s(k.tabId),
+    ]);
+    return r.rows.length > 0 ? toTab(r.rows[0]) : null;
+  }
+
+  private async ownerMessageIn(c: ClientBase, id: Hex, lock: boolean): Promise<OwnerMessageRow | null> {
+    const r = await c.query(`SELECT * FROM owner_messages WHERE id = $1${lock ? " FOR UPDATE" : ""}`, [id]);
+    return r.rows.length > 0 ? toOwnerMessage(r.rows[0]) : null;
+  }
+
+  /** Batches with their attempts (oldest first) and every item ever placed in them (position order). */
+  private async details(c: ClientBase, batches: BatchRow[]): Promise<BatchDetail[]> {
+    if (batches.length === 0) return [];
+    const ids = batches.map((b) => b.id);
+    const attempts = new Map<number, AttemptRow[]>(ids.map((id) => [id, []]));
+    const members = new Map<number, Hex[]>(ids.map((id) => [id, []]));
+    for (const r of (await c.query("SELECT * FROM attempts WHERE batch_id = ANY($1::bigint[]) ORDER BY id", [ids]))
+      .rows) {
+      attempts.get(r.batch_id as number)!.push(toAttempt(r));
+    }
+    for (const r of (
+      await c.query(
+        "SELECT batch_id, item_id FROM batch_items WHERE batch_id = ANY($1::bigint[]) ORDER BY batch_id, position",
+        [ids],
+      )
+    ).rows) {
+      members.get(r.batch_id as number)!.push(r.item_id as Hex);
+    }
+    return batches.map((b) => ({ ...b, attempts: attempts.get(b.id)!, itemIds: members.get(b.id)! }));
+  }
+
+  /** Items the batch still holds (batched or submitted), in position order. */
+  private async liveItemIds(c: ClientBase, id: number): Promise<Hex[]> {
+    const r = await c.query(
+      "SELECT id FROM items WHERE batch_id = $1 AND status IN ('batched', 'submitted') ORDER BY position",
+      [id],
+    );
+    return r.rows.map((row) => row.id as Hex);
+  }
+
+  private async setBatchStatus(c: ClientBase, batch: BatchRow, to: BatchStatus, now: number): Promise<void> {
+    if (batch.status === to) return;
+    rules.assertBatchTransition(batch, to);
+    await c.query("UPDATE batches SET status = $1, updated_at = $2 WHERE id = $3", [to, now, batch.id]);
+  }
+}
+
+/**
+ * A failed read: a lost connection becomes CANNOT_OPEN with what to check; anything else is passed on
+ * as the driver reported it (as SQLite's reads do).
+ */
+function readFailure(cause: unknown, what: string, database: string): unknown {
+  if (cause instanceof StoreError || !connectionLost(cause)) return cause;
+  return new StoreError(
+    "CANNOT_OPEN",
+    `${what} failed: cannot reach PostgreSQL at ${database} (${(cause as Error).message}): check that the server is up and reachable, then retry`,
+    { database },
+    { cause },
+  );
+}
+
+/** Opens (creating and migrating its schema if needed) a PostgreSQL store. */
+export function openPostgresStore(options: PostgresStoreOptions): Promise<PostgresStore> {
+  return PostgresStore.open(options);
+}
