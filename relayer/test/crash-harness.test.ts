@@ -193,7 +193,9 @@ describe("relayer crash safety: SIGKILL at every stage and at random, hundreds o
       await Promise.all(inFlight);
     }
 
-    async function start(fault?: string): Promise<{ p: ChildProcess; exited: Promise<NodeJS.Signals | null> }> {
+    async function start(
+      fault?: string,
+    ): Promise<{ p: ChildProcess; exited: Promise<NodeJS.Signals | null>; stderr: () => string }> {
       const p = spawn(process.execPath, [BIN, "relayer", "start", "--config", configFile], {
         stdio: ["ignore", "ignore", "pipe"],
         env: { ...process.env, MACHINEPAY_FAULT: fault ?? "" },
@@ -201,14 +203,15 @@ describe("relayer crash safety: SIGKILL at every stage and at random, hundreds o
       let err = "";
       p.stderr!.on("data", (c) => (err = (err + c).slice(-4000)));
       const exited = new Promise<NodeJS.Signals | null>((r) => p.once("exit", (_code, signal) => r(signal)));
+      const stderr = () => err;
       const until = Date.now() + 30_000;
       for (;;) {
         if (p.exitCode !== null || p.signalCode !== null) {
           // A fault armed for a stage the start-up reaches (recovery re-broadcasting) fires early: fine.
-          return { p, exited };
+          return { p, exited, stderr };
         }
         try {
-          if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return { p, exited };
+          if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return { p, exited, stderr };
         } catch {
           // not listening yet
         }
@@ -227,17 +230,19 @@ describe("relayer crash safety: SIGKILL at every stage and at random, hundreds o
         ? `${FAULT_STAGES[Math.floor(c / 3) % FAULT_STAGES.length]}:${1 + Math.floor(random() * 2)}`
         : undefined;
       const t0 = Date.now();
-      const { p, exited } = await start(fault);
+      const { p, exited, stderr } = await start(fault);
       startMs += Date.now() - t0;
       child = p;
       let dead = p.signalCode !== null || p.exitCode !== null;
       void exited.then(() => (dead = true));
-      const limit = Date.now() + (staged ? 1_500 : 100 + random() * 700);
+      const limit = Date.now() + (staged ? 1_000 : 50 + random() * 450);
       await stream(() => dead || Date.now() > limit, 4 + Math.floor(random() * 6));
       if (!dead) p.kill("SIGKILL");
       const signal = await exited;
       child = undefined;
-      expect(signal, `relayer exited on its own (fault ${fault ?? "random"})`).to.equal("SIGKILL");
+      expect(signal, `relayer exited on its own (fault ${fault ?? "random"}, crash ${c}):\n${stderr()}`).to.equal(
+        "SIGKILL",
+      );
       crashes++;
       const cause = staged && Date.now() <= limit ? fault!.split(":")[0] : "random";
       byCause.set(cause, (byCause.get(cause) ?? 0) + 1);
