@@ -128,14 +128,19 @@ export function bindCases(run: { chain: TestChain; adminToken: string; world?: W
   if (run.relayerUrl) relayerUrl = run.relayerUrl;
 }
 
-/** Chain time as the relayer judges it: the latest block's timestamp plus the time since it was read. */
+/**
+ * Chain time as the relayer judges it (src/chain/clock.ts): the newest block's timestamp plus the
+ * time since that block was first seen. Seeing the same block again does not reset it.
+ */
 export const clock = {
   ts: 0n,
   at: 0,
   async refresh() {
     const b = await chain.client.getBlock();
-    this.ts = b.timestamp;
-    this.at = Date.now();
+    if (b.timestamp > this.ts || this.at === 0) {
+      this.ts = b.timestamp;
+      this.at = Date.now();
+    }
   },
   async fresh() {
     if (Date.now() - this.at > 1_000) await this.refresh();
