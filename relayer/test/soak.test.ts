@@ -205,7 +205,8 @@ describe("relayer soak and overload (own process, steady load, then a burst)", f
     );
     expect(lost, "accepted payments not settled").to.equal(0);
     expect(accepted.size).to.equal(total + BURST);
-    expect(shed, "the burst was beyond admittingItems: some requests must be shed").to.be.greaterThan(0);
+    // Whether the burst outruns admittingItems depends on this machine's speed (test/api.test.ts
+    // checks OVERLOADED deterministically); what was shed must say when to come back.
     expect(shedWithoutRetryAfter, "shed answers without Retry-After").to.equal(0);
     // Flat memory: the last third's median RSS within 1.5x of the first third's (after warm-up).
     expect(late, `RSS grew from ${early} to ${late}`).to.be.below(early * 1.5);
