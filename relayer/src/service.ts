@@ -81,7 +81,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     source.startsWith("dev") ? "sender: Hardhat's well-known test key (dev only: its key is public)" : "sender loaded",
   );
 
-  const store = await openStore(config.store);
+  const store = await openStore(config.store, { thread: config.storeThread });
   const contract = deployment.machinePay as Address;
   const domain = machinePayDomain({ chainId, verifyingContract: contract });
   const metrics = new Metrics({ store });

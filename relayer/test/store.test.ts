@@ -26,6 +26,7 @@ import {
   type OpenStoreOptions,
   openPostgresStore,
   openSqliteStore,
+  openSqliteThreadStore,
   openStore,
   POSTGRES_MIGRATIONS,
   POSTGRES_SCHEMA_VERSION,
@@ -89,8 +90,14 @@ async function rejection(promise: Promise<unknown>): Promise<StoreError> {
 
 // ---- backends: every backend-neutral test runs against each ----
 
-type Backend = "sqlite" | "postgres";
-const BACKENDS: readonly Backend[] = ["sqlite", "postgres"];
+/** "sqlite-thread": the SQLite store on its own thread (what the relayer runs), behind a proxy. */
+type Backend = "sqlite" | "sqlite-thread" | "postgres";
+const BACKENDS: readonly Backend[] = ["sqlite", "sqlite-thread", "postgres"];
+const TITLES: Record<Backend, string> = {
+  sqlite: "SQLite",
+  "sqlite-thread": "SQLite on its own thread",
+  postgres: "PostgreSQL",
+};
 
 /** What a backend-neutral test needs from its backend: the test's own store, empty at first. */
 interface Harness {
@@ -148,7 +155,8 @@ async function sql(pg: PostgresServer | string, text: string, values: unknown[] 
 }
 
 function backendSuite(backend: Backend, tests: (h: Harness) => void): void {
-  describe(`relayer store on ${backend === "sqlite" ? "SQLite" : "PostgreSQL"}`, () => {
+  describe(`relayer store on ${TITLES[backend]}`, () => {
+    const file = backend !== "postgres";
     let opened: Store[] = [];
     let dir = "";
     let pg: PostgresServer | undefined;
@@ -160,7 +168,8 @@ function backendSuite(backend: Backend, tests: (h: Harness) => void): void {
       opened.push(s);
       return s;
     };
-    const open = async (target: string, options: OpenStoreOptions = {}) => track(openStore(target, options));
+    const open = async (target: string, options: OpenStoreOptions = {}) =>
+      track(openStore(target, { thread: backend === "sqlite-thread", ...options }));
 
     if (backend === "postgres") {
       before(async function () {
@@ -169,23 +178,22 @@ function backendSuite(backend: Backend, tests: (h: Harness) => void): void {
     }
     beforeEach(async () => {
       opened = [];
-      if (backend === "sqlite") {
+      if (file) {
         dir = await mkdtemp(join(tmpdir(), "machinepay-store-"));
         url = join(dir, "relayer.db");
       } else ({ schema, url } = await newSchema(pg!));
     });
     afterEach(async () => {
       for (const s of opened) await s.close();
-      if (backend === "sqlite") await rm(dir, { recursive: true, force: true });
+      if (file) await rm(dir, { recursive: true, force: true });
     });
 
     let side: Database.Database | undefined;
     tests({
       open: (options) => open(url, options),
-      fresh: async () =>
-        backend === "sqlite" ? open(join(dir, `fresh-${fresh++}.db`)) : open((await newSchema(pg!)).url),
+      fresh: async () => (file ? open(join(dir, `fresh-${fresh++}.db`)) : open((await newSchema(pg!)).url)),
       async poison(id) {
-        if (backend === "sqlite") {
+        if (file) {
           side = new Database(url);
           side.exec(
             `CREATE TRIGGER poison BEFORE INSERT ON items WHEN NEW.id = '${id}'
@@ -201,7 +209,7 @@ function backendSuite(backend: Backend, tests: (h: Harness) => void): void {
         }
       },
       async unpoison() {
-        if (backend === "sqlite") {
+        if (file) {
           side!.exec("DROP TRIGGER poison");
           side!.close();
         } else await sql(pg!, `DROP TRIGGER poison ON ${schema}.items`);
@@ -1232,6 +1240,49 @@ describe("relayer store: SQLite only", () => {
       const rows = await (await open(path)).getItems(acknowledged);
       const lost = acknowledged.filter((_, i) => rows[i] === null);
       expect(lost, "acknowledged but lost").to.deep.equal([]);
+    });
+  });
+
+  describe("on its own thread", () => {
+    it("answers an opening failure with the StoreError code and message of the thread's store", async () => {
+      await writeFile(file(), "not a database, just text that is long enough to be read as a header");
+      const error = await rejection(openSqliteThreadStore({ path: file() }));
+      expect(error).to.be.instanceOf(StoreError);
+      expect(error.code).to.equal("NOT_A_STORE");
+      expect(error.message).to.include("is not a SQLite database");
+    });
+
+    it("fails every call in flight and every later one when the thread dies, and keeps what committed", async () => {
+      const store = await openSqliteThreadStore({ path: file() });
+      const kept = payment();
+      await store.write({ items: [kept] });
+      // Made in the same turn as the thread's end: they never reach it, and must not hang.
+      const inFlight = Array.from({ length: 5 }, () => store.write({ items: [payment()] }));
+      await (store as unknown as { worker: { terminate(): Promise<number> } }).worker.terminate();
+      for (const p of inFlight) {
+        const error = await rejection(p);
+        expect(error.code).to.equal("WRITE_FAILED");
+        expect(error.message).to.match(/thread stopped .*restart the relayer/);
+      }
+      expect((await rejection(store.getItem(kept.id))).code).to.equal("WRITE_FAILED");
+      await store.close(); // nothing to do, and no hang
+      const again = await open();
+      expect((await again.getItem(kept.id))?.id).to.equal(kept.id);
+      expect((await again.countByStatus()).items.accepted).to.equal(1);
+    });
+
+    it("writes made in one turn of the event loop share one commit there, as on the caller's thread", async () => {
+      const store = await openSqliteThreadStore({ path: file() });
+      try {
+        const items = Array.from({ length: 20 }, () => payment());
+        const results = await Promise.all(items.map((it) => store.write({ items: [it] })));
+        expect(results.every((r) => r.items[0].inserted)).to.equal(true);
+        expect(store.stats()).to.deep.equal({ groupCommits: 1, writes: 20, largestGroup: 20 });
+        const rows = await store.getItems(items.map((it) => it.id));
+        expect(rows.map((r) => r?.id)).to.deep.equal(items.map((it) => it.id));
+      } finally {
+        await store.close();
+      }
     });
   });
 

@@ -45,6 +45,14 @@ export const configSchema = z.object({
   deployment: z.string().min(1),
   /** Store: a SQLite file path (or sqlite:PATH). */
   store: z.string().min(1).default("machinepay-relayer.db"),
+  /**
+   * SQLite: read and write the file on a thread of its own, so commits (and their fsync) do not
+   * stall request handling (opt-in while it is measured: BENCHMARKS.md).
+   */
+  storeThread: z
+    .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
+    .transform((v) => v === true || v === "true" || v === "1")
+    .default(false),
   host: z.string().default("127.0.0.1"),
   port: int(0, 65535).default(8787),
   /** Bearer token for admin routes (POST /v1/settle); admin routes answer 403 while it is unset. */
@@ -146,6 +154,7 @@ export const ENV_KEYS: Record<string, string> = {
   MACHINEPAY_RPC_URL: "rpcUrl",
   MACHINEPAY_DEPLOYMENT: "deployment",
   MACHINEPAY_STORE: "store",
+  MACHINEPAY_STORE_THREAD: "storeThread",
   MACHINEPAY_HOST: "host",
   MACHINEPAY_PORT: "port",
   MACHINEPAY_ADMIN_TOKEN: "adminToken",

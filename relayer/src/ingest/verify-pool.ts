@@ -5,41 +5,15 @@
  * requests) travel to a worker in one message. A worker that dies is replaced, and what it held is
  * verified inline: a verdict is never lost, only slower.
  */
-import { join } from "node:path";
 import { Worker } from "node:worker_threads";
 import type { MachinePayDomain } from "@machinepay/sdk";
+import { workerSource } from "../threads";
 import { Verifier, type VerifyItem, type VerifyResult } from "./verify";
 
 type Job = { items: VerifyItem[]; resolve: (r: VerifyResult[]) => void; reject: (e: unknown) => void };
 type Slot = { worker: Worker; busy: Map<number, Job> };
 
-/**
- * Running as TypeScript source (this monorepo): a worker compiles the .ts it requires as the CLI
- * does (esbuild's transform, ~10x faster to start than ts-node; ts-node if esbuild is missing).
- */
-const ESBUILD = (() => {
-  try {
-    return require.resolve("esbuild");
-  } catch {
-    return undefined;
-  }
-})();
-const WORKER_SOURCE = __filename.endsWith(".ts")
-  ? `const { readFileSync } = require("node:fs");
-     let esbuild;
-     try { esbuild = ${ESBUILD ? `require(${JSON.stringify(ESBUILD)})` : "undefined"}; } catch {}
-     if (esbuild) {
-       require.extensions[".ts"] = (module, filename) => {
-         const { code } = esbuild.transformSync(readFileSync(filename, "utf8"), {
-           loader: "ts", format: "cjs", target: "es2022", supported: { "dynamic-import": false }, sourcefile: filename,
-         });
-         module._compile(code, filename);
-       };
-     } else {
-       require("ts-node").register({ transpileOnly: true, project: ${JSON.stringify(join(__dirname, "..", "..", "tsconfig.json"))} });
-     }
-     require(${JSON.stringify(join(__dirname, "verify-worker.ts"))});`
-  : `require(${JSON.stringify(join(__dirname, "verify-worker.js"))});`;
+const WORKER_SOURCE = workerSource(__dirname, "verify-worker", __filename.endsWith(".ts"));
 
 export class VerifierPool {
   private readonly slots: Slot[] = [];

@@ -3,6 +3,7 @@
 import { StoreError } from "./errors";
 import { openPostgresStore, type PostgresStoreOptions, redactUrl } from "./postgres";
 import { openSqliteStore, type SqliteStoreOptions } from "./sqlite";
+import { openSqliteThreadStore } from "./sqlite-thread";
 import type { Store } from "./types";
 
 export { StoreError, type StoreErrorCode } from "./errors";
@@ -24,10 +25,18 @@ export {
   type PostgresMigration,
 } from "./postgres-migrations";
 export { openSqliteStore, SqliteStore, type SqliteStoreOptions } from "./sqlite";
+export { openSqliteThreadStore, SqliteThreadStore, type SqliteThreadStoreOptions } from "./sqlite-thread";
 export * from "./types";
 
 /** Options either backend takes (a backend ignores those of the other). */
-export type OpenStoreOptions = Omit<SqliteStoreOptions, "path"> & Omit<PostgresStoreOptions, "url">;
+export type OpenStoreOptions = Omit<SqliteStoreOptions, "path"> &
+  Omit<PostgresStoreOptions, "url"> & {
+    /**
+     * SQLite: run the database on a thread of its own (sqlite-thread.ts), so commits and their
+     * fsync do not block the event loop. Ignored with `now` (a function cannot cross threads).
+     */
+    thread?: boolean;
+  };
 
 /**
  * Opens the store a URL names: `postgres://user:password@host:port/database` (or `postgresql://`;
@@ -53,12 +62,16 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       migrationLockTimeoutMs,
     });
   }
-  const { busyTimeoutMs, now, maxGroupRows } = options;
+  const { busyTimeoutMs, now, maxGroupRows, thread } = options;
+  const sqlite = (path: string): Promise<Store> =>
+    thread && now === undefined
+      ? openSqliteThreadStore({ busyTimeoutMs, maxGroupRows, path })
+      : openSqliteStore({ busyTimeoutMs, now, maxGroupRows, path });
   if (/^sqlite:/i.test(url)) {
     const rest = url.slice("sqlite:".length);
     const path = rest.startsWith("//") ? rest.slice(2) : rest;
     if (path === "") throw new StoreError("INVALID_INPUT", `${url} names no file: use sqlite:/path/file.db`);
-    return openSqliteStore({ busyTimeoutMs, now, maxGroupRows, path });
+    return sqlite(path);
   }
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) {
     throw new StoreError(
@@ -66,5 +79,5 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       `unknown store URL scheme in ${redactUrl(url)}: use postgres://…, sqlite:/path/file.db or a file path`,
     );
   }
-  return openSqliteStore({ busyTimeoutMs, now, maxGroupRows, path: url });
+  return sqlite(url);
 }
