@@ -64,6 +64,25 @@ export type PolicyFields = {
   lifetimeMax: bigint;
 };
 
+/** A policy as the contract returns or emits it, addresses in lower case. */
+export function policyFieldsOf(
+  p: { [K in keyof PolicyFields]: PolicyFields[K] extends string ? string : PolicyFields[K] },
+): PolicyFields {
+  return {
+    owner: key(p.owner),
+    epoch: p.epoch,
+    validFrom: p.validFrom,
+    validUntil: p.validUntil,
+    token: key(p.token),
+    periodLength: p.periodLength,
+    payeesRestricted: p.payeesRestricted,
+    paused: p.paused,
+    maxPerPayment: p.maxPerPayment,
+    maxPerPeriod: p.maxPerPeriod,
+    lifetimeMax: p.lifetimeMax,
+  };
+}
+
 /** MachinePay's events as plain values, addresses in lower case. */
 export type MachinePayEvent =
   | { name: "Deposited"; account: string; token: string; amount: bigint }
@@ -131,19 +150,7 @@ export function decodeEvents(pay: MachinePay, payAddress: string, logs: readonly
           name: parsed.name,
           policyId: a.policyId,
           owner: key(a.owner),
-          policy: {
-            owner: key(p.owner),
-            epoch: p.epoch,
-            validFrom: p.validFrom,
-            validUntil: p.validUntil,
-            token: key(p.token),
-            periodLength: p.periodLength,
-            payeesRestricted: p.payeesRestricted,
-            paused: p.paused,
-            maxPerPayment: p.maxPerPayment,
-            maxPerPeriod: p.maxPerPeriod,
-            lifetimeMax: p.lifetimeMax,
-          },
+          policy: policyFieldsOf(p),
         });
         break;
       }

@@ -61,6 +61,7 @@ import {
   NATIVE,
   nonceFields,
   type PolicyFields,
+  policyFieldsOf,
   type SubmittedPayment,
   type SubmittedVoucher,
   Tally,
@@ -539,19 +540,7 @@ class Views {
       this.fx.pay.interface.encodeFunctionData("getPolicy", [id]),
       "getPolicy",
     );
-    return {
-      owner: key(p.owner),
-      epoch: p.epoch,
-      validFrom: p.validFrom,
-      validUntil: p.validUntil,
-      token: key(p.token),
-      periodLength: p.periodLength,
-      payeesRestricted: p.payeesRestricted,
-      paused: p.paused,
-      maxPerPayment: p.maxPerPayment,
-      maxPerPeriod: p.maxPerPeriod,
-      lifetimeMax: p.lifetimeMax,
-    };
+    return policyFieldsOf(p);
   }
 
   policyCount(): Promise<bigint> {
