@@ -1,7 +1,7 @@
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import Database from "better-sqlite3";
 import { expect } from "chai";
@@ -1243,6 +1243,23 @@ describe("relayer store: SQLite only", () => {
     });
   });
 
+  describe("one relayer per file", () => {
+    it("refuses a second live relayer on the file, whatever its sender, and takes over from a dead one", async () => {
+      const [a, b, c] = [await open(), await open(), await open()];
+      const me = `${hostname()}:${process.pid}:1`;
+      // A holder on this host whose process is gone (SIGKILL) need not be waited out.
+      const dead = spawn(process.execPath, ["-e", ""]);
+      await new Promise((r) => dead.once("exit", r));
+      await a.heartbeat({ sender: SENDER, holder: `${hostname()}:${dead.pid}:2`, leaseMs: 60_000 });
+      expect((await b.heartbeat({ sender: addr(0x5f), holder: me, leaseMs: 60_000 })).live).to.deep.equal([addr(0x5f)]);
+      // A live one (here, or on a host it cannot check) is refused, whatever the sender.
+      const refused = await rejection(c.heartbeat({ sender: SENDER, holder: "elsewhere:9:9", leaseMs: 60_000 }));
+      expect(refused.code).to.equal("CONFLICT");
+      expect(refused.message).to.match(/a SQLite store serves one relayer.*PostgreSQL/);
+      expect((await a.ownerChanges(null)).next).to.equal(null);
+    });
+  });
+
   describe("on its own thread", () => {
     it("answers an opening failure with the StoreError code and message of the thread's store", async () => {
       await writeFile(file(), "not a database, just text that is long enough to be read as a header");
@@ -1667,6 +1684,174 @@ describe("relayer store: PostgreSQL only", () => {
       expect(lost, "acknowledged but lost").to.deep.equal([]);
       const after = payment();
       expect((await store.write({ items: [after] })).items[0].inserted).to.equal(true);
+    });
+  });
+
+  describe("several relayers on one database", () => {
+    const OWNER_B = addr(0x0f);
+
+    it("refuses a guarded write whose owner another relayer changed since, writing none of it", async () => {
+      const [a, b] = [await open(), await open()];
+      const first = await a.write({ items: [payment()], guard: [{ owner: OWNER, version: null }] });
+      expect(first.stale).to.deep.equal([]);
+      expect(first.owners).to.deep.equal([{ owner: OWNER, version: 1 }]);
+      // b decided on a view of OWNER that predates a's write: refused whole, tabs and updates too.
+      const late = voucher(9n);
+      const refused = await b.write({
+        items: [late, payment({ owner: OWNER_B, device: DEVICE_B })],
+        tabs: [{ ...tab, newestId: late.id, newestCumulative: 9n }],
+        guard: [
+          { owner: OWNER, version: null },
+          { owner: OWNER_B, version: null },
+        ],
+      });
+      expect(refused.stale).to.deep.equal([{ owner: OWNER, version: 2 }]);
+      expect([refused.items, refused.tabs, refused.updates, refused.owners]).to.deep.equal([[], [], [], []]);
+      expect(await b.getItem(late.id)).to.equal(null);
+      expect(await b.getTab(tab)).to.equal(null);
+      expect(await b.pendingItems([OWNER_B])).to.deep.equal([]);
+      // Deciding again on the version it now knows, b writes; a's next guard is stale in turn.
+      const again = await b.write({ items: [late], guard: [{ owner: OWNER, version: 2 }] });
+      expect(again.stale).to.deep.equal([]);
+      expect(again.owners).to.deep.equal([{ owner: OWNER, version: 3 }]);
+      expect((await a.write({ items: [payment()], guard: [{ owner: OWNER, version: 1 }] })).stale).to.deep.equal([
+        { owner: OWNER, version: 4 },
+      ]);
+      expect((await a.pendingItems([OWNER])).map((r) => r.id)).to.deep.equal([first.items[0].id, late.id]);
+    });
+
+    it("guarded writes racing from several relayers for one owner: exactly one wins each round", async () => {
+      const stores = [await open(), await open(), await open()];
+      let version: number | null = null;
+      for (let round = 0; round < 8; round++) {
+        const results = await Promise.all(
+          stores.map((st) => st.write({ items: [payment()], guard: [{ owner: OWNER, version }] })),
+        );
+        const won = results.filter((r) => r.stale.length === 0);
+        expect(won, `round ${round}`).to.have.length(1);
+        // The losers were refused under the lock too (their turn bumps it): the newest is the last one seen.
+        version = Math.max(...results.flatMap((r) => [...r.owners, ...r.stale].map((o) => o.version)));
+      }
+      expect(await stores[0].pendingItems([OWNER])).to.have.length(8);
+    });
+
+    it("batches, requeues and confirmations move the owners' versions; ownerChanges reports them, late commits included", async () => {
+      const [a, b] = [await open(), await open()];
+      const start = await b.ownerChanges(null);
+      expect(start.owners).to.deep.equal([]);
+      const items = [payment(), payment({ owner: OWNER_B, device: DEVICE_B })];
+      await a.write({ items, guard: [] });
+      let seen = await b.ownerChanges(start.next);
+      expect(seen.owners.map((o) => [o.owner, o.version]).sort()).to.deep.equal([
+        [OWNER, 1],
+        [OWNER_B, 1],
+      ]);
+      const batch = await a.createBatch({
+        kind: "payment",
+        token: TOKEN,
+        sender: SENDER,
+        nonce: 0,
+        itemIds: [items[0].id],
+      });
+      seen = await b.ownerChanges(seen.next);
+      expect(seen.owners.find((o) => o.owner === OWNER)?.version).to.equal(2);
+      await a.requeueBatch(batch, { status: "failed" });
+      seen = await b.ownerChanges(seen.next);
+      expect(seen.owners.find((o) => o.owner === OWNER)?.version).to.equal(3);
+      // A transaction that began before the poll and commits after it is reported by the next poll.
+      const slow = new Client({ connectionString: target.url });
+      await slow.connect();
+      try {
+        await slow.query("BEGIN");
+        await slow.query(
+          `INSERT INTO owner_versions (owner, version, changed_xid) VALUES ($1, 1, pg_current_xact_id())`,
+          [addr(0x77)],
+        );
+        await a.write({ items: [payment()], guard: [{ owner: OWNER, version: 3 }] });
+        const before = await b.ownerChanges(seen.next);
+        expect(before.owners.map((o) => o.owner))
+          .to.include(OWNER)
+          .and.not.include(addr(0x77));
+        await slow.query("COMMIT");
+        const after = await b.ownerChanges(before.next);
+        expect(after.owners.map((o) => o.owner)).to.include(addr(0x77));
+      } finally {
+        await slow.end();
+      }
+    });
+
+    it("claims a device's ready items for one relayer until its lease runs out (SKIP LOCKED)", async () => {
+      const [a, b] = [await open(), await open()];
+      const mine = [payment(), payment()];
+      const theirs = payment({ device: DEVICE_B });
+      await a.write({ items: [...mine, theirs] });
+      const ids = (rows: { id: Hex }[]) => rows.map((r) => r.id).sort();
+      const takenByA = await a.readyItems({
+        kind: "payment",
+        token: TOKEN,
+        limit: 2,
+        claimant: { id: "a", leaseMs: 60_000 },
+      });
+      expect(ids(takenByA)).to.deep.equal(ids(mine)); // the deadline order's first two: device A's
+      // b sees only the device nobody holds; a keeps its own; unclaimed reads see everything.
+      const forB = await b.readyItems({ kind: "payment", token: TOKEN, limit: 10, claimant: { id: "b", leaseMs: 50 } });
+      expect(ids(forB)).to.deep.equal([theirs.id]);
+      const forA = await a.readyItems({
+        kind: "payment",
+        token: TOKEN,
+        limit: 10,
+        claimant: { id: "a", leaseMs: 60_000 },
+      });
+      expect(ids(forA)).to.deep.equal(ids(mine));
+      expect(await a.readyItems({ kind: "payment", token: TOKEN, limit: 10 })).to.have.length(3);
+      // b's claim on device B lapses: a takes it over.
+      await new Promise((r) => setTimeout(r, 80));
+      const later = await a.readyItems({
+        kind: "payment",
+        token: TOKEN,
+        limit: 10,
+        claimant: { id: "a", leaseMs: 10 },
+      });
+      expect(ids(later)).to.deep.equal(ids([...mine, theirs]));
+      await new Promise((r) => setTimeout(r, 30));
+      // A claim being taken right now (its row locked) is skipped, not waited for.
+      const holder = new Client({ connectionString: target.url });
+      await holder.connect();
+      try {
+        await holder.query("BEGIN");
+        await holder.query("SELECT * FROM device_claims WHERE device = $1 FOR UPDATE", [DEVICE_A]);
+        const skipped = await b.readyItems({
+          kind: "payment",
+          token: TOKEN,
+          limit: 10,
+          claimant: { id: "b", leaseMs: 60_000 },
+        });
+        expect(ids(skipped)).to.deep.equal([theirs.id]);
+        await holder.query("ROLLBACK");
+      } finally {
+        await holder.end();
+      }
+    });
+
+    it("refuses a second live process sending with the same key, and lists the live instances", async () => {
+      const [a, b] = [await open(), await open()];
+      const S2 = addr(0x5f);
+      expect((await a.heartbeat({ sender: SENDER, holder: "host-a:1:1", leaseMs: 60_000 })).live).to.deep.equal([
+        SENDER,
+      ]);
+      const refused = await rejection(b.heartbeat({ sender: SENDER, holder: "host-b:2:2", leaseMs: 60_000 }));
+      expect(refused.code).to.equal("CONFLICT");
+      expect(refused.message).to.match(/another live relayer \(host-a:1:1\) sends with .*own sender key/);
+      expect((await b.heartbeat({ sender: S2, holder: "host-b:2:2", leaseMs: 50 })).live).to.deep.equal([SENDER, S2]);
+      await new Promise((r) => setTimeout(r, 80));
+      expect((await a.heartbeat({ sender: SENDER, holder: "host-a:1:1", leaseMs: 60_000 })).live).to.deep.equal([
+        SENDER,
+      ]);
+      // Its lease ran out: another process may take the key over.
+      expect((await a.heartbeat({ sender: S2, holder: "host-c:3:3", leaseMs: 60_000 })).live).to.deep.equal([
+        SENDER,
+        S2,
+      ]);
     });
   });
 });

@@ -15,6 +15,8 @@
  * max(chain nonce, highest open batch + 1); replacements keep it; on "nonce too low" the receipts
  * of every attempt are asked for before anything is decided.
  */
+
+import { hostname } from "node:os";
 import {
   decodeMachinePayLog,
   type Hex,
@@ -40,6 +42,7 @@ import type { CachedChainState } from "../chain/state";
 import { crashPoint } from "../faults";
 import { entryOf, type Ingest } from "../ingest";
 import { tabKeyOf } from "../ingest/pending";
+import { StoreError } from "../store/errors";
 import type {
   BatchDetail,
   BatchKind,
@@ -81,7 +84,7 @@ export type BatcherOptions = {
   client: PublicClient;
   state: CachedChainState;
   clock: ChainClock;
-  ingest: Pick<Ingest, "batched" | "requeued" | "finished" | "ledger">;
+  ingest: Pick<Ingest, "batched" | "requeued" | "finished" | "ledger" | "syncOwners">;
   sender: PrivateKeyAccount;
   contract: Address;
   chainId: number;
@@ -98,7 +101,12 @@ const GAS_PER = { payment: 30_000, voucher: 45_000 } as const;
 const BYTES_FIXED = 4 + 32 * 4 + 200;
 const BYTES_PER_ITEM = 160;
 const REORG_REWIND = 64;
-const EVENTS_CURSOR = "events";
+/** The events cursor of one sender's instance (relayers sharing a store each read every event). */
+const eventsCursor = (sender: Hex) => `events:${sender.toLowerCase()}`;
+/** The cursor's name before instances shared stores: read once, where no per-sender cursor exists yet. */
+const LEGACY_EVENTS_CURSOR = "events";
+/** How long an instance's heartbeat and its device claims last without being renewed. */
+export const INSTANCE_LEASE_MS = 15_000;
 
 export class Batcher {
   private timer: NodeJS.Timeout | undefined;
@@ -115,6 +123,11 @@ export class Batcher {
   head = 0;
   senderBalance: bigint | undefined;
   lastError: string | undefined;
+
+  /** Senders whose instances are alive (from the last heartbeat). */
+  private live = new Set<string>();
+  /** This process, as heartbeats name it: host, pid, start time. */
+  private readonly holder = `${hostname()}:${process.pid}:${Date.now()}`;
 
   constructor(private readonly o: BatcherOptions) {}
 
@@ -138,7 +151,7 @@ export class Batcher {
     await this.running;
     const until = Date.now() + drainMs;
     while (Date.now() < until) {
-      const open = await this.o.store.openBatches();
+      const open = (await this.openBatches()).filter((b) => b.sender === this.me);
       if (open.every((b) => b.status === "mined")) break;
       await this.exclusive(async () => {
         await this.followChain(open);
@@ -153,7 +166,7 @@ export class Batcher {
     return this.exclusive(async () => {
       this.force = true;
       try {
-        await this.followChain(await this.o.store.openBatches());
+        await this.followChain(await this.openBatches());
         return { batches: await this.build() };
       } finally {
         this.force = false;
@@ -164,7 +177,9 @@ export class Batcher {
   /** One pass of the loop (exposed for tests). */
   tick(): Promise<void> {
     return this.exclusive(async () => {
-      const open = await this.o.store.openBatches();
+      await this.beat();
+      await this.o.ingest.syncOwners();
+      const open = await this.openBatches();
       await this.followChain(open);
       await this.watch(open);
       if (!this.stopping) await this.build();
@@ -172,10 +187,34 @@ export class Batcher {
   }
 
   /**
+   * This instance's heartbeat (throws CONFLICT if another live process sends with the same key).
+   * Relayers sharing a store learn from it whose open batches are theirs to follow: a batch of a
+   * sender whose instance stopped is watched by the others, to its receipt, with its own bytes.
+   */
+  async beat(): Promise<void> {
+    const { live } = await this.o.store.heartbeat({
+      sender: this.me,
+      holder: this.holder,
+      leaseMs: INSTANCE_LEASE_MS,
+    });
+    this.live = new Set(live.map((x) => x.toLowerCase()));
+  }
+
+  /** Open batches this instance follows: its own, and those of senders no live instance holds. */
+  private async openBatches(): Promise<BatchDetail[]> {
+    return (await this.o.store.openBatches()).filter((b) => b.sender === this.me || !this.live.has(b.sender));
+  }
+
+  private get me(): Hex {
+    return this.o.sender.address.toLowerCase() as Hex;
+  }
+
+  /**
    * After a restart: items of batches already mined are on chain, so the ledger must not count
    * them; tabs of pending vouchers that started closing while we were down are due at once.
    */
   async recover(): Promise<void> {
+    await this.beat();
     for (const b of await this.o.store.openBatches()) {
       if (b.status !== "mined") continue;
       const rows = await this.o.store.getItems(b.itemIds);
@@ -210,7 +249,8 @@ export class Batcher {
     this.head = Number(block.number);
     this.o.clock.observe(block.timestamp);
     this.senderBalance = await client.getBalance({ address: this.o.sender.address });
-    let cursor = await store.getCursor(EVENTS_CURSOR);
+    const name = eventsCursor(this.me);
+    let cursor = (await store.getCursor(name)) ?? (await store.getCursor(LEGACY_EVENTS_CURSOR));
     if (cursor?.blockHash) {
       const seen = await client.getBlock({ blockNumber: BigInt(cursor.blockNumber) }).catch(() => undefined);
       if (!seen || seen.hash !== cursor.blockHash) {
@@ -232,7 +272,7 @@ export class Batcher {
         this.invalidateFor(log);
       }
       const end = to === this.head ? block : await client.getBlock({ blockNumber: BigInt(to) });
-      await store.setCursor(EVENTS_CURSOR, { blockNumber: to, blockHash: end.hash });
+      await store.setCursor(name, { blockNumber: to, blockHash: end.hash });
       from = to + 1;
     }
   }
@@ -300,13 +340,26 @@ export class Batcher {
       const receipt = await rpc.receipt(attempt.hash);
       if (receipt) return this.mined(batch, receipt);
     }
+    const ours = batch.sender === this.me;
     if (batch.attempts.length === 0) {
-      // Crashed between writing the batch and signing it: nothing was broadcast, sign it now.
-      await this.sendAttempt(batch, await this.payloadOf(batch), await rpc.fees());
+      // Crashed between writing the batch and signing it: nothing was broadcast, sign it now. A
+      // stopped instance's batch that never got a transaction goes back to the queue instead.
+      if (ours) await this.sendAttempt(batch, await this.payloadOf(batch), await rpc.fees());
+      else {
+        const ids = await store.requeueBatch(batch.id, {
+          status: "failed",
+          error: `its instance (sender ${batch.sender}) stopped before signing it`,
+        });
+        this.log("warn", "a stopped instance's unsigned batch was put back in the queue", {
+          batch: batch.id,
+          sender: batch.sender,
+        });
+        await this.o.ingest.requeued(ids);
+      }
       return;
     }
     const last = batch.attempts[batch.attempts.length - 1];
-    const chainNonce = await rpc.nonce(this.o.sender.address, "latest");
+    const chainNonce = await rpc.nonce(batch.sender as Address, "latest");
     if (chainNonce > batch.nonce) {
       // The nonce is used but none of our hashes has a receipt yet: ask again next pass; only when
       // that stays so for long (another signer used our key?) is the batch given up as dropped.
@@ -327,7 +380,7 @@ export class Batcher {
       await this.broadcast(batch, last.hash, last.raw);
       return;
     }
-    if (Date.now() - last.createdAt > this.o.config.replaceAfterMs) {
+    if (ours && Date.now() - last.createdAt > this.o.config.replaceAfterMs) {
       const bump = (v: bigint) => (v * BigInt(100 + this.o.config.feeBumpPercent) + 99n) / 100n;
       const fresh = await rpc.fees();
       const fees = {
@@ -565,7 +618,7 @@ export class Batcher {
 
   private async build(): Promise<number[]> {
     const created: number[] = [];
-    const open = await this.o.store.openBatches();
+    const open = (await this.o.store.openBatches()).filter((b) => b.sender === this.me);
     let inFlight = open.filter((b) => b.status !== "mined").length;
     for (const { kind, token } of this.due()) {
       while (inFlight < this.o.config.maxInFlight) {
@@ -610,15 +663,16 @@ export class Batcher {
     // eth_estimateGas plus a quarter (it may run on a state a little different from the block's).
     const gas = BigInt(Math.min(this.o.config.maxGas, Number((check.gas * 5n) / 4n)));
     const nonce = await this.nextNonce(open);
-    const id = await store.createBatch({
+    const id = await this.createOrSkip({
       kind: row.kind,
       token: ZERO_ADDRESS,
-      sender: this.o.sender.address.toLowerCase() as Hex,
+      sender: this.me,
       nonce,
       itemIds: [],
       messageId: row.id,
       gasEstimate: gas,
     });
+    if (id === undefined) return undefined;
     this.log("info", "owner message submitted", { batch: id, kind: row.kind, message: row.id, nonce });
     this.o.events?.ownerMessage?.({ id: row.id, kind: row.kind, status: "submitted" });
     await this.sendAttempt(
@@ -674,7 +728,12 @@ export class Batcher {
     const byBytes = Math.floor((config.maxBytes - BYTES_FIXED) / BYTES_PER_ITEM);
     const byGas = Math.floor((config.maxGas - GAS_BASE) / GAS_PER[kind]);
     const limit = Math.max(1, Math.min(config.maxItems, byBytes, byGas));
-    let rows = await store.readyItems({ kind, token, limit: limit * 2 });
+    let rows = await store.readyItems({
+      kind,
+      token,
+      limit: limit * 2,
+      claimant: { id: this.me, leaseMs: INSTANCE_LEASE_MS },
+    });
     if (kind === "voucher") {
       // One voucher per tab in flight: a newer one waits until the tab's batch is mined.
       rows = rows.filter((r) => ingest.ledger.tab(tabOf(r)).inFlightCumulative === undefined);
@@ -686,20 +745,38 @@ export class Batcher {
     if (rows.length === 0) return undefined;
     const nonce = await this.nextNonce(open);
     const gasEstimate = BigInt(GAS_BASE + GAS_PER[kind] * rows.length);
-    const id = await store.createBatch({
+    const id = await this.createOrSkip({
       kind,
       token,
-      sender: this.o.sender.address.toLowerCase() as Hex,
+      sender: this.me,
       nonce,
       itemIds: rows.map((r) => r.id),
       gasEstimate,
     });
+    if (id === undefined) return undefined;
     crashPoint("after-batch-row");
     ingest.batched(rows.map((r) => r.id));
     this.o.events?.batchCreated?.({ id, kind, size: rows.length, nonce });
     this.log("info", "batch created", { batch: id, kind, items: rows.length, nonce });
     await this.sendAttempt({ id, kind, token, nonce }, { items: rows }, await this.o.rpc.fees());
     return id;
+  }
+
+  /**
+   * Writes the batch, or returns undefined if another relayer sharing the store took one of its
+   * items (or its owner message) first: the store refuses it (CONFLICT) and the next pass re-reads.
+   */
+  private async createOrSkip(batch: Parameters<Store["createBatch"]>[0]): Promise<number | undefined> {
+    try {
+      return await this.o.store.createBatch(batch);
+    } catch (e) {
+      if (!(e instanceof StoreError) || e.code !== "CONFLICT") throw e;
+      this.log("info", "batch not written: its items were taken meanwhile; re-reading next pass", {
+        kind: batch.kind,
+        items: batch.itemIds.length,
+      });
+      return undefined;
+    }
   }
 
   /** Preview on `pending` at the gas limit; items it would skip are rejected here (mispredictions). */

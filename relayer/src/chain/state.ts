@@ -42,6 +42,9 @@ export interface ChainState {
   withdrawal(owner: Address, token: Address): Promise<WithdrawalState>;
   payeeAllowed(policyId: number, payee: Address): Promise<boolean>;
   tab(device: Address, payee: Address, token: Address, tabId: bigint): Promise<TabState>;
+  /** Forget what is cached about a device, or an owner (epoch, balances, withdrawals). */
+  invalidateDevice?(device: Address): void;
+  invalidateOwner?(owner: Address): void;
 }
 
 const lc = (a: string) => a.toLowerCase();

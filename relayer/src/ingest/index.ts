@@ -9,7 +9,7 @@ import { type Address, type Hex, itemId } from "@machinepay/sdk";
 import type { ChainClock } from "../chain/clock";
 import type { ChainState } from "../chain/state";
 import { crashPoint } from "../faults";
-import type { ItemRow, NewItem, Store } from "../store/types";
+import type { ItemRow, NewItem, OwnerVersion, Store, WriteResult } from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
 import { type Candidate, decide, gatherSnapshot } from "./rules";
 import { nativeKeccak256, type Verifier, type VerifyItem } from "./verify";
@@ -56,6 +56,19 @@ export type IngestOptions = {
 
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
 
+/** Admission passes one request may take when other relayers keep changing the same owners. */
+const MAX_ADMISSION_ROUNDS = 8;
+
+/** The answer for an item the store already holds. */
+const answerOf = (id: Hex, row: ItemRow): IngestResult => ({
+  id,
+  kind: row.kind,
+  status: statusOf(row),
+  reason: row.reason ?? undefined,
+  message: row.message ?? undefined,
+  duplicate: true,
+});
+
 /** A verified item this request brings for the first time. */
 type Fresh = { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address };
 
@@ -64,12 +77,22 @@ export class Ingest {
   private readonly inflight = new Map<Hex, Promise<IngestResult>>();
   /** Bumped whenever the ledger stops counting items that landed (see `finished`). */
   private releases = 0;
+  /** Each owner's store version the ledger reflects (stores shared by several relayers keep them). */
+  private readonly versions = new Map<string, number>();
+  /** Ids whose guarded write is in flight: a re-read of their owner keeps them. */
+  private readonly writing = new Set<Hex>();
+  /** Cursor of `ownerChanges`; null where the store keeps no versions. */
+  private changes: string | null = null;
 
   private constructor(private readonly o: IngestOptions) {}
 
   /** Build ingest with its pending ledger rebuilt from the store. */
   static async open(o: IngestOptions): Promise<Ingest> {
     const ingest = new Ingest(o);
+    // Versions first, then the items: the items are at least as new as the versions say.
+    const changes = await o.store.ownerChanges(null);
+    for (const v of changes.owners) ingest.seenVersion(v);
+    ingest.changes = changes.next;
     for (const row of await o.store.pendingItems()) ingest.ledger.add(entryOf(row, row.status !== "accepted"));
     return ingest;
   }
@@ -122,21 +145,33 @@ export class Ingest {
   private async admit(fresh: Fresh[]): Promise<Map<Hex, IngestResult>> {
     const out = new Map<Hex, IngestResult>();
     const known = await this.o.store.getItems(fresh.map((f) => f.id));
-    const todo: { f: (typeof fresh)[number]; c: Candidate }[] = [];
+    let todo: { f: (typeof fresh)[number]; c: Candidate }[] = [];
     fresh.forEach((f, i) => {
       const row = known[i];
-      const kind = f.item.kind;
-      if (row)
-        out.set(f.id, {
-          id: f.id,
-          kind,
-          status: statusOf(row),
-          reason: row.reason ?? undefined,
-          message: row.message ?? undefined,
-          duplicate: true,
-        });
+      if (row) out.set(f.id, answerOf(f.id, row));
       else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
     });
+    // A relayer sharing its store with others may find, at commit, that one of them admitted or
+    // settled for the same owner since its ledger last read that owner: it re-reads and decides again.
+    for (let round = 1; todo.length > 0; round++) {
+      const stale = await this.decideAndWrite(todo, out);
+      if (stale.length === 0) break;
+      if (round >= MAX_ADMISSION_ROUNDS) {
+        throw new IngestUnavailableError(
+          new Error(`the owners' pending items kept changing under ${round} admissions by other relayers`),
+        );
+      }
+      await this.reloadOwners(stale);
+      todo = todo.filter(({ f }) => !out.has(f.id));
+    }
+    return out;
+  }
+
+  /** One pass: snapshots, decisions, one guarded write. Returns the owners found stale (nothing written then). */
+  private async decideAndWrite(
+    todo: { f: Fresh; c: Candidate }[],
+    out: Map<Hex, IngestResult>,
+  ): Promise<OwnerVersion[]> {
     // Reads first (cached, concurrent), then every decision in one synchronous pass. If items were
     // released while we read, a snapshot may predate their batch while the ledger no longer counts
     // them (counting neither): read again (the batcher refreshed the cache before releasing).
@@ -150,11 +185,17 @@ export class Ingest {
     const margin = BigInt(this.o.deadlineMarginSeconds);
     const window = { now, landBy: now + margin, deadlineMargin: margin };
     const accepted: { entry: PendingEntry; row: NewItem; supersedes?: PendingEntry }[] = [];
+    const refused = new Map<Hex, IngestResult>();
     todo.forEach(({ f, c }, i) => {
+      if (this.ledger.has(f.id)) {
+        // Another relayer admitted this very item; our re-read of its owner brought it in.
+        refused.set(f.id, { id: f.id, kind: c.kind, status: "accepted", duplicate: true });
+        return;
+      }
       const verdict = decide(c, snapshots[i], this.ledger, window);
       if (!verdict.ok) {
         const stale = verdict.reason === "VoucherStale";
-        out.set(f.id, {
+        refused.set(f.id, {
           id: f.id,
           kind: c.kind,
           status: stale ? "stale" : "rejected",
@@ -162,7 +203,6 @@ export class Ingest {
           message: verdict.message,
           newest: verdict.newest?.toString(),
         });
-        this.o.onDecision?.(c.kind, stale ? "stale" : "rejected", verdict.reason);
         return;
       }
       const entry: PendingEntry = {
@@ -188,47 +228,126 @@ export class Ingest {
         supersedes: verdict.supersedes,
       });
     });
-    if (accepted.length === 0) return out;
-    try {
-      const result = await this.o.store.write({
-        items: accepted.map((a) => a.row),
-        tabs: accepted
-          .filter((a) => a.entry.kind === "voucher")
-          .map((a) => ({
-            device: a.row.device,
-            payee: a.row.payee,
-            token: a.row.token,
-            tabId: a.row.tabId!,
-            newestId: a.row.id,
-            newestCumulative: a.row.amount,
-          })),
-        updates: accepted
-          .filter((a) => a.supersedes)
-          .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
-      });
+    const undo = () => {
+      for (const a of [...accepted].reverse()) {
+        this.ledger.remove(a.entry.id);
+        if (a.supersedes && !this.ledger.has(a.supersedes.id)) this.ledger.add(a.supersedes);
+      }
+    };
+    let result: WriteResult | undefined;
+    if (accepted.length > 0) {
+      const owners = [...new Set(accepted.map((a) => a.row.owner.toLowerCase() as Hex))];
+      for (const a of accepted) this.writing.add(a.entry.id);
+      try {
+        result = await this.o.store.write({
+          items: accepted.map((a) => a.row),
+          tabs: accepted
+            .filter((a) => a.entry.kind === "voucher")
+            .map((a) => ({
+              device: a.row.device,
+              payee: a.row.payee,
+              token: a.row.token,
+              tabId: a.row.tabId!,
+              newestId: a.row.id,
+              newestCumulative: a.row.amount,
+            })),
+          updates: accepted
+            .filter((a) => a.supersedes)
+            .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
+          guard: owners.map((owner) => ({ owner, version: this.versions.get(owner) ?? null })),
+        });
+      } catch (e) {
+        undo();
+        throw new IngestUnavailableError(e);
+      } finally {
+        for (const a of accepted) this.writing.delete(a.entry.id);
+      }
+      if (result.stale.length > 0) {
+        // Nothing was written: the decisions are void, the caller re-reads these owners.
+        undo();
+        return result.stale;
+      }
       crashPoint("after-write");
-      // A voucher the batcher took between our decision and this commit was not superseded: it is
-      // in flight, and its successor pays only what it adds on top of it.
-      for (const u of result.updates) {
-        if (u.applied || (u.status !== "batched" && u.status !== "submitted")) continue;
-        const a = accepted.find((x) => x.supersedes?.id === u.id)!;
-        this.ledger.add({ ...a.supersedes!, inFlight: true });
-        this.ledger.remove(a.entry.id);
-        const fee = a.row.fee;
-        this.ledger.add({ ...a.entry, spend: a.row.amount - a.supersedes!.cumulative! + fee });
-      }
-    } catch (e) {
-      for (const a of accepted) {
-        this.ledger.remove(a.entry.id);
-        if (a.supersedes) this.ledger.add(a.supersedes);
-      }
-      throw new IngestUnavailableError(e);
+      for (const o of result.owners) this.seenVersion(o);
     }
-    for (const a of accepted) {
+    for (const [id, r] of refused) {
+      out.set(id, r);
+      this.o.onDecision?.(r.kind, r.status, r.reason);
+    }
+    if (!result) return [];
+    // A voucher the batcher took between our decision and this commit was not superseded: it is
+    // in flight, and its successor pays only what it adds on top of it.
+    for (const u of result.updates) {
+      if (u.applied || (u.status !== "batched" && u.status !== "submitted")) continue;
+      const a = accepted.find((x) => x.supersedes?.id === u.id)!;
+      this.ledger.add({ ...a.supersedes!, inFlight: true });
+      this.ledger.remove(a.entry.id);
+      const fee = a.row.fee;
+      this.ledger.add({ ...a.entry, spend: a.row.amount - a.supersedes!.cumulative! + fee });
+    }
+    result.items.forEach((w, i) => {
+      const a = accepted[i];
+      if (!w.inserted) {
+        // Stored before, by another relayer (and no longer pending there): its row is the answer.
+        this.ledger.remove(a.entry.id);
+        out.set(a.entry.id, answerOf(a.entry.id, w.item));
+        return;
+      }
       out.set(a.entry.id, { id: a.entry.id, kind: a.entry.kind, status: "accepted" });
       this.o.onDecision?.(a.entry.kind, "accepted");
+    });
+    return [];
+  }
+
+  private seenVersion(o: OwnerVersion): void {
+    const key = o.owner.toLowerCase();
+    if ((this.versions.get(key) ?? -1) < o.version) this.versions.set(key, o.version);
+  }
+
+  /**
+   * Replaces what the ledger holds for these owners with the store's pending items (entries of
+   * writes still in flight stay). Entries that left (settled or rejected by another relayer) also
+   * leave the chain cache, so the next snapshot sees their settlement: never counted by neither.
+   */
+  private async reloadOwners(owners: readonly OwnerVersion[]): Promise<void> {
+    if (owners.length === 0) return;
+    const rows = await this.o.store.pendingItems(owners.map((o) => o.owner));
+    const byOwner = new Map<string, ItemRow[]>();
+    for (const row of rows) {
+      const k = row.owner.toLowerCase();
+      byOwner.set(k, [...(byOwner.get(k) ?? []), row]);
     }
-    return out;
+    let dropped = 0;
+    for (const o of owners) {
+      const fresh = byOwner.get(o.owner.toLowerCase()) ?? [];
+      const keep = new Set(fresh.map((r) => r.id));
+      for (const id of this.ledger.idsOf(o.owner)) {
+        if (this.writing.has(id)) continue;
+        const e = this.ledger.remove(id)!;
+        if (!keep.has(id)) {
+          dropped++;
+          this.o.chain.invalidateDevice?.(e.device as Address);
+        }
+      }
+      for (const row of fresh) if (!this.ledger.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
+      this.o.chain.invalidateOwner?.(o.owner);
+      this.seenVersion(o);
+    }
+    if (dropped > 0) this.releases++;
+  }
+
+  /**
+   * Several relayers on one store: re-read the owners others changed since the last call (their
+   * admissions, batches and settlements), so the ledger (and the batcher that reads it) keeps up.
+   * A no-op on a store that one process owns. Returns how many owners were re-read.
+   */
+  async syncOwners(): Promise<number> {
+    if (this.changes === null) return 0;
+    const ch = await this.o.store.ownerChanges(this.changes);
+    const stale = ch.owners.filter((o) => this.versions.get(o.owner.toLowerCase()) !== o.version);
+    for (let i = 0; i < stale.length; i += 1000) await this.reloadOwners(stale.slice(i, i + 1000));
+    this.changes = ch.next;
+    return stale.length;
   }
 
   // --- what the batcher reports, so the ledger follows the store ------------------------------

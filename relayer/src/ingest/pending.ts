@@ -48,6 +48,8 @@ export class PendingLedger {
   private readonly devices = new Map<string, DeviceSums>();
   private readonly owners = new Map<string, bigint>();
   private readonly tabs = new Map<string, TabSums>();
+  /** Ids of each owner's entries (a relayer sharing its store re-reads an owner whole). */
+  private readonly byOwner = new Map<string, Set<Hex>>();
 
   get size(): number {
     return this.items.size;
@@ -71,6 +73,12 @@ export class PendingLedger {
     if (e.nonce !== undefined) d.nonces.set(e.nonce, e.id);
     const ok = `${e.owner}:${e.token}`;
     this.owners.set(ok, (this.owners.get(ok) ?? 0n) + e.spend);
+    let ids = this.byOwner.get(e.owner);
+    if (!ids) {
+      ids = new Set();
+      this.byOwner.set(e.owner, ids);
+    }
+    ids.add(e.id);
     if (e.tab) {
       const t = this.tabSums(e.tab);
       if (e.inFlight) t.inFlight.add(e.id);
@@ -97,6 +105,9 @@ export class PendingLedger {
     const left = (this.owners.get(ok) ?? 0n) - e.spend;
     if (left === 0n) this.owners.delete(ok);
     else this.owners.set(ok, left);
+    const ids = this.byOwner.get(e.owner);
+    ids?.delete(id);
+    if (ids?.size === 0) this.byOwner.delete(e.owner);
     if (e.tab) {
       const t = this.tabSums(e.tab);
       if (t.accepted === id) t.accepted = undefined;
@@ -171,6 +182,11 @@ export class PendingLedger {
       if (c !== undefined && (top === undefined || c > top)) top = c;
     }
     return { accepted: t.accepted ? this.items.get(t.accepted) : undefined, inFlightCumulative: top };
+  }
+
+  /** Ids of the owner's pending entries. */
+  idsOf(owner: string): Hex[] {
+    return [...(this.byOwner.get(lc(owner)) ?? [])];
   }
 
   /** Every pending entry (for metrics and tests). */

@@ -190,6 +190,20 @@ export const MIGRATIONS: readonly Migration[] = [
       CREATE INDEX batches_message ON batches (message_id) WHERE message_id IS NOT NULL;
     `,
   },
+  {
+    version: 3,
+    name: "relayer instances (heartbeats); PostgreSQL also gets owner versions and device claims",
+    // One process owns a SQLite file: the heartbeat refuses a second relayer on it. What several
+    // relayers sharing a database need besides (owner versions, device claims) is PostgreSQL's only.
+    up: `
+      CREATE TABLE relayer_instances (
+        sender TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT;
+    `,
+  },
 ];
 
 /** The schema version this code writes. */

@@ -164,6 +164,35 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
       CREATE INDEX batches_message ON batches (message_id) WHERE message_id IS NOT NULL;
     `,
   },
+  {
+    version: 3,
+    name: "relayer instances (heartbeats); PostgreSQL also gets owner versions and device claims",
+    up: `
+      -- One row per relayer process sharing this database, named by its sender key.
+      CREATE TABLE relayer_instances (
+        sender TEXT COLLATE "C" PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+      -- Bumped by every transaction that changes an owner's pending items; row locks taken in owner
+      -- order before any item's serialize admission for an owner across relayers. changed_xid lets a
+      -- relayer poll what changed since its last snapshot without missing a late commit.
+      CREATE TABLE owner_versions (
+        owner TEXT COLLATE "C" PRIMARY KEY,
+        version BIGINT NOT NULL,
+        changed_xid XID8 NOT NULL
+      );
+      CREATE INDEX owner_versions_changed ON owner_versions (changed_xid);
+      -- Which relayer batches a device's items, until expires_at (unix ms).
+      CREATE TABLE device_claims (
+        device TEXT COLLATE "C" PRIMARY KEY,
+        claimant TEXT COLLATE "C" NOT NULL,
+        expires_at BIGINT NOT NULL
+      );
+      CREATE INDEX items_owner_pending ON items (owner) WHERE status IN ('accepted', 'batched', 'submitted');
+    `,
+  },
 ];
 
 /** The schema version this code writes (the same number as SQLite's SCHEMA_VERSION). */

@@ -38,6 +38,7 @@ import {
   type BatchStatus,
   type Cursor,
   type Hex,
+  type InstanceLease,
   ITEM_KINDS,
   ITEM_STATUSES,
   type ItemRejection,
@@ -49,6 +50,7 @@ import {
   type NewBatch,
   type NewItem,
   type NewOwnerMessage,
+  type OwnerChanges,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -354,8 +356,23 @@ export class PostgresStore implements Store {
    * touch disjoint items (as items or updates) cannot see each other's effects, so such a run is
    * written as one statement per kind of row (items, then tabs, then updates), in the callers' order.
    */
-  private async applyGroup(c: ClientBase, sets: readonly v.NormalizedWriteSet[], now: number): Promise<WriteResult[]> {
-    const out: WriteResult[] = [];
+  private async applyGroup(c: ClientBase, all: readonly v.NormalizedWriteSet[], now: number): Promise<WriteResult[]> {
+    // Lock order, everywhere: the owners' version rows (sorted), then items. Every owner whose
+    // pending items this group may change is bumped first; a guarded set whose owner another
+    // process bumped since its decisions is refused whole (ingest re-reads and decides again).
+    const updateIds = all.flatMap((set) => set.updates.map((u) => u.id));
+    const owners = new Set<string>(
+      all.flatMap((set) => [...set.items.map((i) => i.owner), ...set.guard.map((g) => g.owner)]),
+    );
+    for (const o of await this.ownersOf(c, updateIds)) owners.add(o);
+    const versions = await this.bumpOwners(c, [...owners]);
+    const staleOf = (set: v.NormalizedWriteSet) =>
+      set.guard
+        .filter((g) => (versions.get(g.owner) ?? 1) - 1 !== (g.version ?? 0))
+        .map((g) => ({ owner: g.owner, version: versions.get(g.owner)! }));
+    const stale = all.map(staleOf);
+    const sets = all.filter((_, i) => stale[i].length === 0);
+    const written: WriteResult[] = [];
     for (const run of disjointRuns(sets)) {
       const items = await this.applyItems(
         c,
@@ -375,11 +392,47 @@ export class PostgresStore implements Store {
       let [i, t, u] = [0, 0, 0];
       for (const set of run) {
         const [ni, nt, nu] = [i + set.items.length, t + set.tabs.length, u + set.updates.length];
-        out.push({ items: items.slice(i, ni), tabs: tabs.slice(t, nt), updates: updates.slice(u, nu) });
+        written.push({
+          items: items.slice(i, ni),
+          tabs: tabs.slice(t, nt),
+          updates: updates.slice(u, nu),
+          owners: set.guard.map((g) => ({ owner: g.owner, version: versions.get(g.owner)! })),
+          stale: [],
+        });
         [i, t, u] = [ni, nt, nu];
       }
     }
-    return out;
+    let next = 0;
+    return all.map((_, k) =>
+      stale[k].length > 0 ? { items: [], tabs: [], updates: [], owners: [], stale: stale[k] } : written[next++],
+    );
+  }
+
+  /** Distinct owners of these items (an item's owner never changes: read without locking). */
+  private async ownersOf(c: ClientBase, ids: readonly Hex[], batchId?: number): Promise<string[]> {
+    if (ids.length === 0 && batchId === undefined) return [];
+    const r =
+      batchId === undefined
+        ? await c.query("SELECT DISTINCT owner FROM items WHERE id = ANY($1::text[])", [ids])
+        : await c.query("SELECT DISTINCT owner FROM items WHERE batch_id = $1", [batchId]);
+    return r.rows.map((row) => row.owner as string);
+  }
+
+  /**
+   * Bumps the owners' versions in owner order (so two transactions never wait for each other in a
+   * cycle), holding their rows until commit: no other relayer admits for them meanwhile.
+   */
+  private async bumpOwners(c: ClientBase, owners: readonly string[]): Promise<Map<string, number>> {
+    if (owners.length === 0) return new Map();
+    const sorted = [...new Set(owners)].sort();
+    const r = await c.query(
+      `INSERT INTO owner_versions (owner, version, changed_xid)
+       SELECT o, 1, pg_current_xact_id() FROM unnest($1::text[]) WITH ORDINALITY AS u(o, n) ORDER BY n
+       ON CONFLICT (owner) DO UPDATE SET version = owner_versions.version + 1, changed_xid = excluded.changed_xid
+       RETURNING owner, version`,
+      [sorted],
+    );
+    return new Map(r.rows.map((row) => [row.owner as string, row.version as number]));
   }
 
   /** Inserts new items in order; an id given twice is inserted at its first occurrence. */
@@ -542,7 +595,16 @@ export class PostgresStore implements Store {
     return { rows: page.map(toItem), next };
   }
 
-  async pendingItems(): Promise<ItemRow[]> {
+  async pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]> {
+    if (owners !== undefined) {
+      const only = owners.map((o, i) => v.address(o, `owners[${i}]`));
+      const rows = await this.query(
+        "reading owners' pending items",
+        "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
+        [only],
+      );
+      return rows.map(toItem);
+    }
     const rows = await this.query(
       "reading the pending items",
       "SELECT * FROM items WHERE status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
@@ -550,18 +612,103 @@ export class PostgresStore implements Store {
     return rows.map(toItem);
   }
 
+  /**
+   * Owners changed by transactions that were not finished at the previous call's snapshot, or began
+   * after it (`after` is that snapshot's xmin): a commit that lands late is still seen.
+   */
+  async ownerChanges(after: string | null): Promise<OwnerChanges> {
+    if (after !== null && !/^\d+$/.test(String(after))) {
+      throw new StoreError("INVALID_INPUT", `after must be a cursor from ownerChanges, got ${JSON.stringify(after)}`, {
+        field: "after",
+      });
+    }
+    return this.read("reading changed owners", async (c) => {
+      const next = (await c.query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS x")).rows[0].x as string;
+      const r =
+        after === null
+          ? await c.query("SELECT owner, version FROM owner_versions")
+          : await c.query("SELECT owner, version FROM owner_versions WHERE changed_xid >= $1::xid8", [after]);
+      return { owners: r.rows.map((row) => ({ owner: row.owner as Hex, version: row.version as number })), next };
+    });
+  }
+
+  /** Keeps this sender's instance alive; refuses a sender another live process holds. */
+  async heartbeat(lease: InstanceLease): Promise<{ live: Hex[] }> {
+    const l = v.instanceLease(lease);
+    return this.transaction("recording a heartbeat", async (c, now) => {
+      const held = await c.query("SELECT holder, expires_at FROM relayer_instances WHERE sender = $1 FOR UPDATE", [
+        l.sender,
+      ]);
+      const other = held.rows[0];
+      if (
+        other &&
+        other.holder !== l.holder &&
+        (other.expires_at as number) > now &&
+        rules.holderMayBeAlive(other.holder as string)
+      ) {
+        throw rules.instanceConflict(other.holder as string, l.sender, this.database, false);
+      }
+      await c.query(
+        `INSERT INTO relayer_instances (sender, holder, expires_at, updated_at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (sender) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+           updated_at = excluded.updated_at`,
+        [l.sender, l.holder, now + l.leaseMs, now],
+      );
+      const live = await c.query("SELECT sender FROM relayer_instances WHERE expires_at > $1 ORDER BY sender", [now]);
+      return { live: live.rows.map((row) => row.sender as Hex) };
+    });
+  }
+
   async readyItems(query: ReadyItemsQuery): Promise<ItemRow[]> {
     const kind = v.oneOf(query?.kind, ITEM_KINDS, "kind");
     const token = v.address(query.token, "token");
     const limit = v.limit(query.limit);
-    const rows = await this.query(
-      "reading the ready items",
-      // NULLS FIRST: SQLite's order (vouchers have no nonce; within one kind it never decides).
-      `SELECT * FROM items WHERE status = 'accepted' AND kind = $1 AND token = $2
-       ORDER BY deadline, device, nonce NULLS FIRST, seq LIMIT $3`,
-      [kind, token, limit],
-    );
-    return rows.map(toItem);
+    if (query.claimant === undefined) {
+      const rows = await this.query(
+        "reading the ready items",
+        // NULLS FIRST: SQLite's order (vouchers have no nonce; within one kind it never decides).
+        `SELECT * FROM items WHERE status = 'accepted' AND kind = $1 AND token = $2
+         ORDER BY deadline, device, nonce NULLS FIRST, seq LIMIT $3`,
+        [kind, token, limit],
+      );
+      return rows.map(toItem);
+    }
+    const claimant = v.text(query.claimant.id, "claimant.id");
+    const leaseMs = v.int(query.claimant.leaseMs, "claimant.leaseMs");
+    return this.transaction("claiming ready items", async (c, now) => {
+      // Ready items of devices nobody else holds, then their claims: new ones inserted, ours and
+      // expired ones locked SKIP LOCKED (a claim another relayer is taking right now is skipped).
+      const ready = (
+        await c.query(
+          `SELECT items.* FROM items LEFT JOIN device_claims d ON d.device = items.device
+           WHERE items.status = 'accepted' AND items.kind = $1 AND items.token = $2
+             AND (d.device IS NULL OR d.claimant = $3 OR d.expires_at <= $4)
+           ORDER BY items.deadline, items.device, items.nonce NULLS FIRST, items.seq LIMIT $5`,
+          [kind, token, claimant, now, limit],
+        )
+      ).rows.map(toItem);
+      if (ready.length === 0) return [];
+      const devices = [...new Set(ready.map((r) => r.device))].sort();
+      await c.query(
+        `INSERT INTO device_claims (device, claimant, expires_at)
+         SELECT d, $2, $3 FROM unnest($1::text[]) WITH ORDINALITY AS u(d, n) ORDER BY n ON CONFLICT (device) DO NOTHING`,
+        [devices, claimant, now + leaseMs],
+      );
+      const held = (
+        await c.query(
+          `SELECT device FROM device_claims WHERE device = ANY($1::text[]) AND (claimant = $2 OR expires_at <= $3)
+           ORDER BY device FOR UPDATE SKIP LOCKED`,
+          [devices, claimant, now],
+        )
+      ).rows.map((row) => row.device as string);
+      await c.query("UPDATE device_claims SET claimant = $2, expires_at = $3 WHERE device = ANY($1::text[])", [
+        held,
+        claimant,
+        now + leaseMs,
+      ]);
+      const mine = new Set(held);
+      return ready.filter((r) => mine.has(r.device));
+    });
   }
 
   async countByStatus(): Promise<StatusCounts> {
@@ -613,6 +760,7 @@ export class PostgresStore implements Store {
   async createBatch(batch: NewBatch): Promise<number> {
     const b = v.newBatch(batch);
     return this.transaction("creating a batch", async (c, now) => {
+      await this.bumpOwners(c, await this.ownersOf(c, b.itemIds));
       // Locked in id order, so two batchers racing for the same items cannot deadlock each other.
       const candidates = new Map<Hex, rules.BatchCandidate>();
       if (b.itemIds.length > 0) {
@@ -798,6 +946,7 @@ export class PostgresStore implements Store {
     await this.transaction("confirming a batch", async (c, now) => {
       const batch = await this.lockBatch(c, id);
       rules.assertBatchTransition(batch, "confirmed");
+      await this.bumpOwners(c, await this.ownersOf(c, [], id));
       const items = (
         await c.query(
           "SELECT * FROM items WHERE batch_id = $1 AND status IN ('batched', 'submitted') ORDER BY position",
@@ -839,6 +988,7 @@ export class PostgresStore implements Store {
         rules.assertMayFail(batch, sent.rows[0].n as number);
       }
       rules.assertBatchTransition(batch, r.status);
+      await this.bumpOwners(c, await this.ownersOf(c, [], id));
       const requeued = (
         await c.query(
           `UPDATE items SET status = 'accepted', batch_id = NULL, position = NULL, outcome = NULL, reason = NULL,

@@ -2,6 +2,7 @@
 // (and, in PostgreSQL, locked): one copy, so both backends refuse the same things with the same
 // codes, messages and details.
 
+import { hostname } from "node:os";
 import { StoreError } from "./errors";
 import { conflict, isOpen, notFound } from "./rows";
 import {
@@ -172,4 +173,31 @@ export function messageAfterRequeue(
   return requeue.status === "reverted"
     ? { status: "failed", txHash: receiptTxHash, error: requeue.error ?? "the transaction reverted" }
     : { status: "accepted", txHash: null, error: requeue.error ?? null };
+}
+
+/**
+ * Whether the process a heartbeat's holder (`host:pid:start`) names may still run: false only for
+ * a holder on this host whose pid is gone (killed or crashed: its lease need not be waited out).
+ */
+export function holderMayBeAlive(holder: string): boolean {
+  const [host, pid] = holder.split(":");
+  if (host !== hostname() || !/^\d+$/.test(pid ?? "")) return true;
+  try {
+    process.kill(Number(pid), 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/** heartbeat: another live process holds the sender (or, for SQLite, the file). */
+export function instanceConflict(holder: string, sender: string, where: string, oneProcess: boolean): StoreError {
+  return conflict(
+    oneProcess
+      ? `another relayer (${holder}, sender ${sender}) uses ${where}: a SQLite store serves one relayer; stop it, ` +
+          "or run several relayers on PostgreSQL (--store postgres://…)"
+      : `another live relayer (${holder}) sends with ${sender} on ${where}: give each instance its own sender key, ` +
+          "or stop the other one (its lease runs out a few seconds after it stops)",
+    { holder, sender },
+  );
 }

@@ -134,6 +134,8 @@ export class SqliteThreadStore implements Store {
   listItems: Store["listItems"] = (...a) => this.call("listItems", ...a);
   pendingItems: Store["pendingItems"] = (...a) => this.call("pendingItems", ...a);
   readyItems: Store["readyItems"] = (...a) => this.call("readyItems", ...a);
+  ownerChanges: Store["ownerChanges"] = (...a) => this.call("ownerChanges", ...a);
+  heartbeat: Store["heartbeat"] = (...a) => this.call("heartbeat", ...a);
   countByStatus: Store["countByStatus"] = (...a) => this.call("countByStatus", ...a);
   getTab: Store["getTab"] = (...a) => this.call("getTab", ...a);
   setTabSettled: Store["setTabSettled"] = (...a) => this.call("setTabSettled", ...a);

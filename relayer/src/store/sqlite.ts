@@ -33,6 +33,7 @@ import {
   type BatchStatus,
   type Cursor,
   type Hex,
+  type InstanceLease,
   ITEM_KINDS,
   ITEM_STATUSES,
   type ItemRejection,
@@ -43,6 +44,7 @@ import {
   type NewAttempt,
   type NewBatch,
   type NewOwnerMessage,
+  type OwnerChanges,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -256,7 +258,8 @@ export class SqliteStore implements Store {
       if (changes > 0) return { id: u.id, applied: true, status: u.status };
       return { id: u.id, applied: false, status: this.itemSync(u.id)?.status ?? null };
     });
-    return { items, tabs, updates };
+    // One process owns the file (the heartbeat refuses a second): no other writer to guard against.
+    return { items, tabs, updates, owners: [], stale: [] };
   }
 
   async rejectItems(rejections: readonly ItemRejection[]): Promise<Hex[]> {
@@ -320,15 +323,48 @@ export class SqliteStore implements Store {
     });
   }
 
-  async pendingItems(): Promise<ItemRow[]> {
+  async pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]> {
+    const only = owners === undefined ? undefined : new Set(owners.map((o, i) => v.address(o, `owners[${i}]`)));
     return this.read(() =>
       (
         this.sql(
           // Spelled as items_pending's WHERE, so SQLite reads that small index instead of the table.
           "SELECT * FROM items WHERE status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
         ).all() as Row[]
-      ).map(toItem),
+      )
+        .map(toItem)
+        .filter((row) => only === undefined || only.has(row.owner)),
     );
+  }
+
+  /** One process writes a SQLite file: nobody else changes an owner's pending items. */
+  async ownerChanges(_after: string | null): Promise<OwnerChanges> {
+    this.assertOpen();
+    return { owners: [], next: null };
+  }
+
+  /**
+   * One relayer per SQLite file: a live heartbeat of another process (any sender) is refused. A
+   * holder on this host whose process is gone (killed, crashed) is taken over at once.
+   */
+  async heartbeat(lease: InstanceLease): Promise<{ live: Hex[] }> {
+    const l = v.instanceLease(lease);
+    return this.transaction("recording a heartbeat", (now) => {
+      const others = this.sql("SELECT * FROM relayer_instances WHERE holder <> ? AND expires_at > ?").all(
+        l.holder,
+        now,
+      ) as Row[];
+      const live = others.filter((r) => rules.holderMayBeAlive(String(r.holder)));
+      if (live.length > 0)
+        throw rules.instanceConflict(String(live[0].holder), String(live[0].sender), this.file, true);
+      this.sql("DELETE FROM relayer_instances WHERE sender <> ?").run(l.sender);
+      this.sql(
+        `INSERT INTO relayer_instances (sender, holder, expires_at, updated_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (sender) DO UPDATE SET holder = excluded.holder, expires_at = excluded.expires_at,
+           updated_at = excluded.updated_at`,
+      ).run(l.sender, l.holder, now + l.leaseMs, now);
+      return { live: [l.sender] };
+    });
   }
 
   async readyItems(query: ReadyItemsQuery): Promise<ItemRow[]> {

@@ -171,11 +171,34 @@ export interface ItemUpdate {
   message?: string;
 }
 
+/**
+ * How many committed transactions changed an owner's pending items (admitted, batched, put back,
+ * settled, rejected, superseded): several relayers sharing one store learn from it that another
+ * one admitted or settled for the owner. A store only one process writes (SQLite) keeps none.
+ */
+export interface OwnerVersion {
+  owner: Hex;
+  version: number;
+}
+
+/** Admission's condition on a write: the owner's version is still the one its decisions saw (null: none yet). */
+export interface OwnerGuard {
+  owner: Hex;
+  version: number | null;
+}
+
 /** Everything one caller of `write` needs atomically: its items, its tabs, its status changes. */
 export interface WriteSet {
   items?: readonly NewItem[];
   tabs?: readonly TabAdvance[];
   updates?: readonly ItemUpdate[];
+  /**
+   * Ingest's admission guard: written only if no other process changed these owners' pending items
+   * since the versions given (checked under the owners' locks, taken before any item's); otherwise
+   * nothing of the set is written and `stale` says which owners moved. Ignored by a store that one
+   * process owns.
+   */
+  guard?: readonly OwnerGuard[];
 }
 
 export interface WriteResult {
@@ -184,6 +207,26 @@ export interface WriteResult {
   tabs: { advanced: boolean; tab: TabRow }[];
   /** `applied: false` when the item was unknown (`status: null`) or no longer accepted. */
   updates: { id: Hex; applied: boolean; status: ItemStatus | null }[];
+  /** The guarded owners' versions after this commit (empty where versions are not kept). */
+  owners: OwnerVersion[];
+  /** Guarded owners another process changed: the set was not written (items, tabs, updates empty). */
+  stale: OwnerVersion[];
+}
+
+/** The owners whose pending items changed since `after` (a store cursor), and the cursor to pass next. */
+export interface OwnerChanges {
+  owners: OwnerVersion[];
+  /** Null where versions are not kept (the store has one writer): nothing to poll. */
+  next: string | null;
+}
+
+/** One relayer process using a store, named by its sender key (each instance sends with its own). */
+export interface InstanceLease {
+  sender: Hex;
+  /** Names this process (host, pid, start): another process with the same sender is refused. */
+  holder: string;
+  /** How long this heartbeat keeps the instance alive. */
+  leaseMs: number;
 }
 
 export interface Page<T> {
@@ -206,6 +249,13 @@ export interface ReadyItemsQuery {
   kind: ItemKind;
   token: Hex;
   limit: number;
+  /**
+   * Several relayers on one store: return only items of devices this claimant holds or can take
+   * (unclaimed, or its lease ran out), claiming them for `leaseMs` (rows another claimant is taking
+   * are skipped, not waited for), so one device's items go to one batcher. Ignored by a store that
+   * one process owns.
+   */
+  claimant?: { id: string; leaseMs: number };
 }
 
 export interface NewBatch {
@@ -364,8 +414,10 @@ export interface Store {
   /** Same order as `ids`; null where unknown. */
   getItems(ids: readonly Hex[]): Promise<(ItemRow | null)[]>;
   listItems(query: ListItemsQuery): Promise<Page<ItemRow>>;
-  /** Every accepted, batched or submitted item: to rebuild ingest's pending ledger at start. */
-  pendingItems(): Promise<ItemRow[]>;
+  /** Every accepted, batched or submitted item (of these owners only, if given): ingest's pending ledger. */
+  pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]>;
+  /** Owners whose pending items changed since `after` (null: every owner with a version). */
+  ownerChanges(after: string | null): Promise<OwnerChanges>;
   /** Accepted items of one kind and token by deadline, then device, then nonce. */
   readyItems(query: ReadyItemsQuery): Promise<ItemRow[]>;
   countByStatus(): Promise<StatusCounts>;
@@ -397,6 +449,12 @@ export interface Store {
   requeueBatch(batchId: number, requeue: BatchRequeue): Promise<Hex[]>;
   /** Rejects accepted items; returns the ids that were rejected (others had moved on). */
   rejectItems(rejections: readonly ItemRejection[]): Promise<Hex[]>;
+
+  /**
+   * Keeps this instance alive for `leaseMs`; throws CONFLICT if another live process holds the same
+   * sender. Returns the senders whose instances are alive (their open batches are theirs to follow).
+   */
+  heartbeat(lease: InstanceLease): Promise<{ live: Hex[] }>;
 
   getCursor(name: string): Promise<Cursor | null>;
   setCursor(name: string, cursor: Cursor): Promise<void>;

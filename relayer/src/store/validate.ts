@@ -9,6 +9,7 @@ import {
   type BatchRequeue,
   type Cursor,
   type Hex,
+  type InstanceLease,
   ITEM_KINDS,
   type ItemRejection,
   type ItemUpdate,
@@ -18,6 +19,7 @@ import {
   type NewOwnerMessage,
   OWNER_MESSAGE_KINDS,
   OWNER_MESSAGE_STATUSES,
+  type OwnerGuard,
   type OwnerMessageUpdate,
   type TabAdvance,
   type TabKey,
@@ -152,6 +154,7 @@ export type NormalizedWriteSet = {
   items: Required<NewItem>[];
   tabs: TabAdvance[];
   updates: NormalizedUpdate[];
+  guard: OwnerGuard[];
 };
 
 const list = <T>(value: readonly T[] | undefined, field: string): readonly T[] => {
@@ -179,7 +182,20 @@ export function writeSet(set: WriteSet, now: number): NormalizedWriteSet {
       invalid(`tabs[${i}].newestId`, t.newestId, "a voucher of this tab with this cumulative, in the same write set");
     }
   });
-  return { items, tabs, updates: list(set.updates, "updates").map((u, i) => itemUpdate(u, `updates[${i}]`)) };
+  const guard = list(set.guard, "guard").map((g, i) => ({
+    owner: address(g?.owner, `guard[${i}].owner`),
+    version: g?.version === null ? null : int(g?.version, `guard[${i}].version`),
+  }));
+  return { items, tabs, updates: list(set.updates, "updates").map((u, i) => itemUpdate(u, `updates[${i}]`)), guard };
+}
+
+export function instanceLease(raw: InstanceLease): InstanceLease {
+  if (raw === null || typeof raw !== "object") invalid("lease", raw, "an object");
+  return {
+    sender: address(raw.sender, "sender"),
+    holder: text(raw.holder, "holder"),
+    leaseMs: int(raw.leaseMs, "leaseMs"),
+  };
 }
 
 export function rejections(raw: readonly ItemRejection[]): ItemUpdate[] {
