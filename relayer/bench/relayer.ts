@@ -8,9 +8,16 @@
  *   pnpm --filter @machinepay/relayer bench:relayer
  *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
+ *
+ * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
+ * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
+ * ack latency, and where the time goes: CPU of the relayers and of PostgreSQL per 1,000 accepted
+ * payments, database commits per 1,000, and admissions decided again (owner versions that moved).
+ *
+ *   pnpm --filter @machinepay/relayer bench:relayer --store postgres --instances 1,2,3
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   domainSeparator,
@@ -22,7 +29,9 @@ import {
 } from "@machinepay/sdk";
 import autocannon from "autocannon";
 import secp256k1 from "secp256k1";
+import { HARDHAT_KEYS } from "../../scripts/lib/deploy-local";
 import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
+import { startPostgres } from "../../scripts/lib/postgres";
 import { nativeKeccak256, Verifier } from "../src/ingest/verify";
 import { PAYEES, startTestChain, USDC } from "../test/support/chain";
 
@@ -33,7 +42,50 @@ const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
 
 type Json = ReturnType<typeof toSignedPaymentJson>;
 
+/** `--store postgres --instances 1,2,3` (either flag alone means the scale-out comparison too). */
+function scaleOutArgs(argv: string[]): number[] | undefined {
+  const flag = (name: string) => {
+    const i = argv.indexOf(name);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const store = flag("--store");
+  const list = flag("--instances");
+  if (store === undefined && list === undefined) return undefined;
+  if (store !== undefined && store !== "postgres")
+    throw new Error(`--store takes postgres (SQLite runs beside it), got ${store}`);
+  const counts = (list ?? "1,2,3").split(",").map(Number);
+  if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 8)) {
+    throw new Error(`--instances takes a list of counts from 1 to 8, like 1,2,3; got ${list}`);
+  }
+  return counts;
+}
+
+/** user + system CPU of a process, ms (Linux /proc). */
+function cpuMs(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU of a PostgreSQL server: the postmaster and every backend it forked (live ones). */
+function serverCpuMs(postmaster: number): number {
+  let total = cpuMs(postmaster);
+  for (const d of readdirSync("/proc")) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const ppid = Number(readFileSync(`/proc/${d}/stat`, "utf8").split(") ")[1].split(" ")[1]);
+      if (ppid === postmaster) total += cpuMs(Number(d));
+    } catch {}
+  }
+  return total;
+}
+
 async function main() {
+  const counts = scaleOutArgs(process.argv.slice(2));
+  if (counts) return scaleOut(counts);
   const chain = await startTestChain();
   let child: ChildProcess | undefined;
   try {
@@ -214,6 +266,183 @@ async function main() {
     if (child) await stopProcess(child, 15_000);
     await chain.stop();
   }
+}
+
+/** SQLite with one relayer, then PostgreSQL with each instance count: 100 and 1 payments per request at saturation. */
+async function scaleOut(counts: number[]) {
+  const pg = await startPostgres();
+  if (!pg) throw new Error("the scale-out benchmark needs PostgreSQL (apt-get install -y postgresql)");
+  const chain = await startTestChain();
+  const children: ChildProcess[] = [];
+  try {
+    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
+    const sep = domainSeparator(chain.domain, nativeKeccak256);
+    async function presign(count: number): Promise<Json[]> {
+      const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
+        maxPerPayment: USDC(10),
+        maxPerPeriod: USDC(10_000),
+        lifetimeMax: USDC(100_000),
+      });
+      const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
+      const out: Json[] = [];
+      for (let n = 0; n < PER_DEVICE; n++) {
+        for (let i = 0; i < devices.length && out.length < count; i++) {
+          const payment: Payment = {
+            payee: PAYEES[(i + n) % 3],
+            token: chain.usdc,
+            amount: 10_000n + BigInt(n),
+            nonce: BigInt(n),
+            deadline,
+            maxFee: 0n,
+            ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
+          };
+          const { signature, recid } = secp256k1.ecdsaSign(paymentDigest(sep, payment, nativeKeccak256), keys[i]);
+          out.push(
+            toSignedPaymentJson(payment, `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}`),
+          );
+        }
+      }
+      return out;
+    }
+    const query = async (text: string) => {
+      const { Client } = await import("pg");
+      const c = new Client({ connectionString: pg.url });
+      await c.connect();
+      try {
+        return (await c.query(text)).rows;
+      } finally {
+        await c.end();
+      }
+    };
+    const commits = async () =>
+      Number((await query("SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'"))[0].xact_commit);
+
+    const configs = [{ store: "sqlite", n: 1 }, ...counts.map((n) => ({ store: "postgres", n }))];
+    const rows: string[] = [];
+    for (const [k, cfg] of configs.entries()) {
+      let url = join(chain.dir, `scale-${k}.db`);
+      if (cfg.store === "postgres") {
+        await query(`CREATE SCHEMA bench${k}`);
+        url = `${pg.url}?options=${encodeURIComponent(`-c search_path=bench${k}`)}`;
+      }
+      const ports: number[] = [];
+      const pids: number[] = [];
+      for (let i = 0; i < cfg.n; i++) {
+        const port = await freePort();
+        const keyFile = join(chain.dir, `scale-${k}-${i}.key`);
+        writeFileSync(keyFile, `${HARDHAT_KEYS[5 + i]}\n`, { mode: 0o600 }); // Hardhat's public test keys
+        const configFile = join(chain.dir, `scale-${k}-${i}.json`);
+        writeFileSync(
+          configFile,
+          JSON.stringify({
+            rpcUrl: chain.node.url,
+            deployment: chain.deploymentFile,
+            store: url,
+            port,
+            sender: { keyFile },
+            confirmations: 1,
+            logLevel: "warn",
+            limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 1_000_000, itemsPerRequest: 1000 },
+          }),
+        );
+        const child = spawn(
+          process.execPath,
+          [join(__dirname, "..", "bin", "machinepay.js"), "relayer", "start", "--config", configFile],
+          {
+            stdio: ["ignore", "inherit", "inherit"],
+          },
+        );
+        children.push(child);
+        pids.push(child.pid!);
+        ports.push(port);
+        for (let t = 0; ; t++) {
+          try {
+            if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
+          } catch {}
+          if (t > 300) throw new Error("relayer did not start");
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      for (const [label, perRequest, count] of [
+        ["100 per request", 100, P100],
+        ["1 per request", 1, P1],
+      ] as const) {
+        const payments = await presign(count);
+        const retries = async () => {
+          let n = 0;
+          for (const port of ports) {
+            const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+            n += Number(/^machinepay_admission_retries_total (\S+)$/m.exec(text)?.[1] ?? 0);
+          }
+          return n;
+        };
+        const before = {
+          relayers: pids.reduce((t, p) => t + cpuMs(p), 0),
+          db: cfg.store === "postgres" ? serverCpuMs(pg.pid) : 0,
+          commits: cfg.store === "postgres" ? await commits() : 0,
+          retries: await retries(),
+        };
+        console.error(`bench: ${cfg.store} x${cfg.n}, ${label} (${new Date().toISOString()})`);
+        const r = await runSpread(ports, payments, perRequest);
+        const per1k = (x: number) => (r.accepted > 0 ? Math.round((x * 1000) / r.accepted) : 0);
+        rows.push(
+          `| ${cfg.store} | ${cfg.n} | ${label} | ${r.accepted} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p99} | ` +
+            `${per1k(pids.reduce((t, p) => t + cpuMs(p), 0) - before.relayers)} | ` +
+            `${cfg.store === "postgres" ? per1k(serverCpuMs(pg.pid) - before.db) : "-"} | ` +
+            `${cfg.store === "postgres" ? per1k((await commits()) - before.commits) : "-"} | ${(await retries()) - before.retries} |`,
+        );
+      }
+      for (const child of children.splice(0)) await stopProcess(child, 15_000);
+    }
+    console.log(
+      "\n| store | instances | load | accepted | accepted + durable per s | ack p50 ms | ack p99 ms (worst instance) | relayers CPU ms per 1k | PostgreSQL CPU ms per 1k | DB commits per 1k | admissions decided again |",
+    );
+    console.log("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (const r of rows) console.log(r);
+  } finally {
+    for (const child of children) await stopProcess(child, 15_000);
+    await chain.stop();
+    await pg.stop();
+  }
+}
+
+/** Saturation load spread over several relayers: one autocannon per instance, connections split. */
+async function runSpread(ports: number[], payments: Json[], perRequest: number) {
+  const share = ports.map((_, i) => payments.filter((_, j) => Math.floor(j / perRequest) % ports.length === i));
+  let accepted = 0;
+  const started = process.hrtime.bigint();
+  const results = await Promise.all(
+    ports.map((port, i) => {
+      const bodies: string[] = [];
+      for (let j = 0; j < share[i].length; j += perRequest) {
+        bodies.push(JSON.stringify({ payments: share[i].slice(j, j + perRequest) }));
+      }
+      let next = 0;
+      return autocannon({
+        url: `http://127.0.0.1:${port}/v1/payments`,
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        connections: Math.max(1, Math.floor(CONNECTIONS / ports.length)),
+        amount: bodies.length,
+        requests: [
+          {
+            setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }),
+            onResponse: (_status, body) => {
+              const r = JSON.parse(body) as { results?: { status: string }[] };
+              for (const x of r.results ?? []) if (x.status === "accepted") accepted++;
+            },
+          },
+        ],
+      });
+    }),
+  );
+  const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+  return {
+    accepted,
+    perSecond: accepted / seconds,
+    p50: Math.max(...results.map((r) => r.latency.p50)),
+    p99: Math.max(...results.map((r) => r.latency.p99)),
+  };
 }
 
 main().catch((e) => {

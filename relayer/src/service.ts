@@ -97,6 +97,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     deadlineMarginSeconds: config.deadlineMarginSeconds,
     fee: config.fee,
     onDecision: metrics.decision,
+    onRetry: metrics.admissionRetry,
   });
   const batcher = new Batcher({
     store,
@@ -125,7 +126,15 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
       log: (level, msg, fields) => log[level](fields ?? {}, msg),
     },
   });
-  await batcher.recover();
+  try {
+    await batcher.recover();
+  } catch (e) {
+    // Refused at start (another live relayer holds this sender, or this SQLite file): let go of what
+    // was opened, so the process exits with the reason.
+    await verifier.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw e;
+  }
   batcher.start();
   const ownerMessages = new OwnerMessageIngest({
     store,

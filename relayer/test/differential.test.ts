@@ -36,6 +36,7 @@ import { Verifier } from "../src/ingest/verify";
 import { openStore } from "../src/store";
 import type { Store } from "../src/store/types";
 import { PAYEES, startTestChain, type TestChain, USDC } from "./support/chain";
+import { newSchema, requirePostgres } from "./support/postgres";
 
 const STEPS = Number(process.env.DIFF_STEPS ?? 400);
 const PERIOD = 3_600;
@@ -48,305 +49,308 @@ function prng(seed: number) {
   };
 }
 
-describe("ingest agrees with the contract's preview (differential, real node)", function () {
-  this.timeout(300_000);
-  let chain: TestChain;
-  let store: Store;
+// The same test on each backend: ingest, its ledger and the batcher behave the same over either store.
+for (const backend of ["SQLite", "PostgreSQL"] as const)
+  describe(`ingest agrees with the contract's preview (differential, real node, ${backend})`, function () {
+    this.timeout(300_000);
+    let chain: TestChain;
+    let store: Store;
 
-  before(async () => {
-    chain = await startTestChain();
-    store = await openStore(join(chain.dir, "diff.db"));
-  });
-  after(async () => {
-    await store?.close();
-    await chain?.stop();
-  });
-
-  it(`agrees item for item over ${STEPS} random steps, and everything accepted settles`, async () => {
-    const rand = prng(20261201);
-    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
-    const { client, deployment, domain, usdc } = chain;
-    const pay = deployment.machinePay;
-    const chainDef = { ...hardhat, rpcUrls: { default: { http: [chain.node.url] } } };
-
-    // Owner 1 (deep escrow): policy A, restricted payees, tight caps; owner 2: a small escrow.
-    const a = await chain.fleet(4, {
-      maxPerPayment: USDC(3),
-      maxPerPeriod: USDC(7),
-      periodLength: PERIOD,
-      lifetimeMax: USDC(40),
-      payeesRestricted: true,
+    before(async function () {
+      const url = backend === "SQLite" ? undefined : (await newSchema(await requirePostgres(this))).url;
+      chain = await startTestChain();
+      store = await openStore(url ?? join(chain.dir, "diff.db"));
     });
-    await chain.ownerCall("setPayees", [a.policyId, [PAYEES[0], PAYEES[1]], true]);
-    // Account #5: not one of the payees (a payee that is also the owner earns within a batch what
-    // it spends, which the relayer does not count on: it would refuse, not mispredict).
-    const owner2 = privateKeyToAccount(HARDHAT_KEYS[5]);
-    const w2 = createWalletClient({ account: owner2, chain: chainDef, transport: http(chain.node.url) });
-    const send2 = async (address: Address, abi: readonly unknown[], functionName: string, args: unknown[]) => {
-      const hash = await w2.writeContract({
-        address,
-        abi: abi as never,
-        functionName: functionName as never,
-        args: args as never,
-      });
-      await client.waitForTransactionReceipt({ hash });
-    };
-    await send2(usdc, mockUsdcAbi(), "mint", [owner2.address, USDC(10_000)]);
-    await send2(usdc, mockUsdcAbi(), "approve", [pay, USDC(10_000)]);
-    await send2(pay, machinePayAbi, "deposit", [usdc, USDC(25)]);
-    const policyB = {
-      token: usdc,
-      maxPerPayment: USDC(5),
-      maxPerPeriod: USDC(50),
-      periodLength: PERIOD,
-      lifetimeMax: USDC(100),
-      validFrom: 0,
-      validUntil: 0,
-      payeesRestricted: false,
-    };
-    await send2(pay, machinePayAbi, "createPolicy", [policyB]);
-    const policyBId = Number(
-      await client.readContract({ address: pay, abi: machinePayAbi, functionName: "policyCount" }),
-    );
-    const bDevices = [0, 1, 2].map((i) =>
-      privateKeyToAccount(`0x${(0xb0b0 + i).toString(16).padStart(64, "0")}` as Hex),
-    );
-    await send2(pay, machinePayAbi, "assignDevices", [
-      policyBId,
-      bDevices.map((d) => d.address),
-      await Promise.all(bDevices.map((d) => signEnrollment({ signer: d, domain, owner: owner2.address }))),
-    ]);
-
-    const state = new CachedChainState(client, pay);
-    const clock = new ChainClock();
-    const ingest = await Ingest.open({
-      verifier: new Verifier(domain),
-      chain: state,
-      store,
-      clock,
-      deadlineMarginSeconds: 30,
-      fee: 0n,
+    after(async () => {
+      await store?.close();
+      await chain?.stop();
     });
-    const sender = privateKeyToAccount(HARDHAT_KEYS[1]);
-    const relayerWallet = createWalletClient({ account: sender, chain: chainDef, transport: http(chain.node.url) });
 
-    const nonces = new Map<string, bigint>();
-    const tabs = new Map<string, bigint>();
-    let pendingKind: "payment" | "voucher" | undefined;
-    let pending: {
-      id: Hex;
-      packed: ReturnType<typeof packPayment> | ReturnType<typeof packVoucher>;
-      device: string;
-      payee: string;
-      nonce: bigint;
-      tab?: string;
-    }[] = [];
-    const counts = { agreed: 0, accepted: 0, settled: 0, byReason: new Map<string, number>() };
+    it(`agrees item for item over ${STEPS} random steps, and everything accepted settles`, async () => {
+      const rand = prng(20261201);
+      const pick = <T>(xs: readonly T[]) => xs[Math.floor(rand() * xs.length)];
+      const { client, deployment, domain, usdc } = chain;
+      const pay = deployment.machinePay;
+      const chainDef = { ...hardhat, rpcUrls: { default: { http: [chain.node.url] } } };
 
-    // The batcher's own order (nonce groups, then payee, device, nonce).
-    const ordered = (xs = pending) => [...xs].sort((x, y) => settlementOrder(x as never, y as never));
-    const observe = async () => clock.observe((await client.getBlock()).timestamp);
-
-    async function flush() {
-      if (pending.length === 0) return;
-      const items = ordered();
-      const hash = await relayerWallet.writeContract({
-        address: pay,
-        abi: machinePayAbi,
-        functionName: pendingKind === "payment" ? "settle" : "settleVouchers",
-        args: [usdc, items.map((i) => i.packed), sender.address] as never,
+      // Owner 1 (deep escrow): policy A, restricted payees, tight caps; owner 2: a small escrow.
+      const a = await chain.fleet(4, {
+        maxPerPayment: USDC(3),
+        maxPerPeriod: USDC(7),
+        periodLength: PERIOD,
+        lifetimeMax: USDC(40),
+        payeesRestricted: true,
       });
-      const receipt = await client.waitForTransactionReceipt({ hash });
-      const skipped = receipt.logs.filter((l) => {
-        const t = l.topics[0];
-        return t === SKIPPED_TOPICS.payment || t === SKIPPED_TOPICS.voucher;
-      });
-      expect(skipped, "an item ingest accepted was skipped on chain").to.have.length(0);
-      counts.settled += items.length;
-      ingest.finished(items.map((i) => i.id));
-      state.invalidateAll();
-      pending = [];
-      pendingKind = undefined;
-    }
-
-    async function ownerAction() {
-      await flush();
-      const d = pick(a.devices);
-      switch (Math.floor(rand() * 7)) {
-        case 0:
-          await chain.ownerCall("setDevicePaused", [d.address, rand() < 0.3]);
-          break;
-        case 1:
-          await chain.ownerCall("setPolicyPaused", [a.policyId, rand() < 0.2]);
-          break;
-        case 2:
-          await chain.ownerCall("freezeAll", []);
-          if (rand() < 0.85) {
-            await chain.ownerCall("updatePolicy", [
-              a.policyId,
-              {
-                token: usdc,
-                maxPerPayment: USDC(3),
-                maxPerPeriod: USDC(7),
-                periodLength: PERIOD,
-                lifetimeMax: USDC(40),
-                validFrom: 0,
-                validUntil: 0,
-                payeesRestricted: true,
-              },
-            ]);
-          }
-          break;
-        case 3:
-          await chain.ownerCall("setPayees", [a.policyId, [pick(PAYEES)], rand() < 0.5]);
-          break;
-        case 4:
-        case 5: {
-          // Time: within the period, or across one or more period boundaries.
-          const seconds = rand() < 0.5 ? 60 + Math.floor(rand() * 600) : PERIOD + Math.floor(rand() * PERIOD);
-          await client.request({ method: "evm_increaseTime" as never, params: [seconds] as never });
-          await client.request({ method: "evm_mine" as never, params: [] as never });
-          break;
-        }
-        default:
-          await send2(pay, machinePayAbi, "deposit", [usdc, USDC(10 + Math.floor(rand() * 20))]);
-      }
-      state.invalidateAll();
-    }
-
-    async function preview(kind: "payment" | "voucher", items: typeof pending): Promise<string> {
-      const { result } = await client.simulateContract({
-        address: pay,
-        abi: machinePayAbi,
-        functionName: kind === "payment" ? "preview" : "previewVouchers",
-        args: [usdc, items.map((i) => i.packed), sender.address] as never,
-        account: sender.address,
-        blockTag: "pending",
-      });
-      const reasons = (result as unknown as [readonly number[]])[0];
-      return REASONS[reasons[reasons.length - 1]];
-    }
-
-    for (let step = 0; step < STEPS; step++) {
-      const r = rand();
-      if (r < 0.12) {
-        await ownerAction();
-        continue;
-      }
-      const kind: "payment" | "voucher" = rand() < 0.7 ? "payment" : "voucher";
-      if (pendingKind && pendingKind !== kind) await flush();
-      if (r > 0.95) await flush();
-      await observe();
-      // Owner 2's small escrow runs out now and then; most traffic is owner 1's fleet.
-      const device = rand() < 0.25 ? pick(bDevices) : pick(a.devices);
-      const key = device.address.toLowerCase();
-      const now = clock.now();
-      const payee = rand() < 0.85 ? pick(PAYEES.slice(0, 2)) : PAYEES[2];
-      let item: VerifyItem;
-      let packed: (typeof pending)[number]["packed"];
-      let nonce = 0n;
-      let tab: string | undefined;
-      if (kind === "payment") {
-        const next = nonces.get(key) ?? 0n;
-        // Mostly the next nonce; sometimes a gap, an old one, or a repeat.
-        const roll = rand();
-        nonce =
-          roll < 0.75
-            ? next
-            : roll < 0.85
-              ? next + BigInt(1 + Math.floor(rand() * 30))
-              : roll < 0.95 && next > 0n
-                ? next - 1n - BigInt(Math.floor(rand() * 30))
-                : next;
-        if (nonce < 0n) nonce = 0n;
-        if (nonce >= next) nonces.set(key, nonce + 1n);
-        const amount = pick([USDC(0.5), USDC(1), USDC(2), USDC(3), USDC(3.01), USDC(4), USDC(5)]);
-        const payment: Payment = {
-          payee,
-          token: usdc,
-          amount,
-          nonce,
-          deadline: now + 900n,
-          maxFee: 0n,
-          ref: `0x${step.toString(16).padStart(64, "0")}` as Hex,
-        };
-        const signature = await signPayment({ signer: device, domain, payment });
-        item = { kind: "payment", payment, signature };
-        packed = packPayment(payment, signature);
-      } else {
-        const tabId = BigInt(rand() < 0.8 ? 0 : 1);
-        tab = `${key}:${payee}:${tabId}`;
-        const last = tabs.get(tab) ?? 0n;
-        const cumulative =
-          rand() < 0.25 && last > 0n ? last - USDC(0.25) : last + pick([USDC(0.25), USDC(1), USDC(2.5), USDC(4)]);
-        const voucher: Voucher = {
-          payee,
-          token: usdc,
-          tabId,
-          cumulative: cumulative < 0n ? 0n : cumulative,
-          deadline: now + 900n,
-          maxFee: 0n,
-        };
-        const signature = await signVoucher({ signer: device, domain, voucher });
-        item = { kind: "voucher", voucher, signature };
-        packed = packVoucher(voucher, signature);
-      }
-      const [result] = await ingest.submit([item]);
-      // The contract's verdict for this item after everything pending (a replaced voucher is out).
-      const candidate = { id: result.id!, packed, device: key, payee: payee.toLowerCase(), nonce, tab };
-      const others = pending.filter((p) => !(tab && p.tab === tab));
-      const contract = await preview(kind, [...ordered(others), candidate]);
-      const ours = result.status === "accepted" ? "None" : result.reason!;
-      if (process.env.DIFF_DEBUG && ours !== contract) {
-        const owners = new Map<string, bigint>();
-        for (const e of ingest.ledger.entries()) owners.set(e.owner, (owners.get(e.owner) ?? 0n) + e.spend);
-        console.log({
-          step,
-          ours,
-          contract,
-          pending: pending.map((p) => [p.device.slice(0, 8), p.nonce, p.tab]),
-          ledger: [...ingest.ledger.entries()].map((e) => [
-            e.device.slice(0, 8),
-            e.owner.slice(0, 8),
-            e.spend,
-            e.nonce,
-            e.kind,
-          ]),
-          owners,
+      await chain.ownerCall("setPayees", [a.policyId, [PAYEES[0], PAYEES[1]], true]);
+      // Account #5: not one of the payees (a payee that is also the owner earns within a batch what
+      // it spends, which the relayer does not count on: it would refuse, not mispredict).
+      const owner2 = privateKeyToAccount(HARDHAT_KEYS[5]);
+      const w2 = createWalletClient({ account: owner2, chain: chainDef, transport: http(chain.node.url) });
+      const send2 = async (address: Address, abi: readonly unknown[], functionName: string, args: unknown[]) => {
+        const hash = await w2.writeContract({
+          address,
+          abi: abi as never,
+          functionName: functionName as never,
+          args: args as never,
         });
+        await client.waitForTransactionReceipt({ hash });
+      };
+      await send2(usdc, mockUsdcAbi(), "mint", [owner2.address, USDC(10_000)]);
+      await send2(usdc, mockUsdcAbi(), "approve", [pay, USDC(10_000)]);
+      await send2(pay, machinePayAbi, "deposit", [usdc, USDC(25)]);
+      const policyB = {
+        token: usdc,
+        maxPerPayment: USDC(5),
+        maxPerPeriod: USDC(50),
+        periodLength: PERIOD,
+        lifetimeMax: USDC(100),
+        validFrom: 0,
+        validUntil: 0,
+        payeesRestricted: false,
+      };
+      await send2(pay, machinePayAbi, "createPolicy", [policyB]);
+      const policyBId = Number(
+        await client.readContract({ address: pay, abi: machinePayAbi, functionName: "policyCount" }),
+      );
+      const bDevices = [0, 1, 2].map((i) =>
+        privateKeyToAccount(`0x${(0xb0b0 + i).toString(16).padStart(64, "0")}` as Hex),
+      );
+      await send2(pay, machinePayAbi, "assignDevices", [
+        policyBId,
+        bDevices.map((d) => d.address),
+        await Promise.all(bDevices.map((d) => signEnrollment({ signer: d, domain, owner: owner2.address }))),
+      ]);
+
+      const state = new CachedChainState(client, pay);
+      const clock = new ChainClock();
+      const ingest = await Ingest.open({
+        verifier: new Verifier(domain),
+        chain: state,
+        store,
+        clock,
+        deadlineMarginSeconds: 30,
+        fee: 0n,
+      });
+      const sender = privateKeyToAccount(HARDHAT_KEYS[1]);
+      const relayerWallet = createWalletClient({ account: sender, chain: chainDef, transport: http(chain.node.url) });
+
+      const nonces = new Map<string, bigint>();
+      const tabs = new Map<string, bigint>();
+      let pendingKind: "payment" | "voucher" | undefined;
+      let pending: {
+        id: Hex;
+        packed: ReturnType<typeof packPayment> | ReturnType<typeof packVoucher>;
+        device: string;
+        payee: string;
+        nonce: bigint;
+        tab?: string;
+      }[] = [];
+      const counts = { agreed: 0, accepted: 0, settled: 0, byReason: new Map<string, number>() };
+
+      // The batcher's own order (nonce groups, then payee, device, nonce).
+      const ordered = (xs = pending) => [...xs].sort((x, y) => settlementOrder(x as never, y as never));
+      const observe = async () => clock.observe((await client.getBlock()).timestamp);
+
+      async function flush() {
+        if (pending.length === 0) return;
+        const items = ordered();
+        const hash = await relayerWallet.writeContract({
+          address: pay,
+          abi: machinePayAbi,
+          functionName: pendingKind === "payment" ? "settle" : "settleVouchers",
+          args: [usdc, items.map((i) => i.packed), sender.address] as never,
+        });
+        const receipt = await client.waitForTransactionReceipt({ hash });
+        const skipped = receipt.logs.filter((l) => {
+          const t = l.topics[0];
+          return t === SKIPPED_TOPICS.payment || t === SKIPPED_TOPICS.voucher;
+        });
+        expect(skipped, "an item ingest accepted was skipped on chain").to.have.length(0);
+        counts.settled += items.length;
+        ingest.finished(items.map((i) => i.id));
+        state.invalidateAll();
+        pending = [];
+        pendingKind = undefined;
       }
-      expect(
-        ours,
-        `step ${step}: ${kind} of ${key} (nonce ${nonce}, tab ${tab}): ingest says ${ours} (${result.message}), the contract ${contract}`,
-      ).to.equal(contract);
-      counts.agreed++;
-      counts.byReason.set(ours, (counts.byReason.get(ours) ?? 0) + 1);
-      if (result.status === "accepted") {
-        counts.accepted++;
-        pending = [...others, candidate];
-        pendingKind = kind;
-        if (tab) tabs.set(tab, (item as { voucher: Voucher }).voucher.cumulative);
+
+      async function ownerAction() {
+        await flush();
+        const d = pick(a.devices);
+        switch (Math.floor(rand() * 7)) {
+          case 0:
+            await chain.ownerCall("setDevicePaused", [d.address, rand() < 0.3]);
+            break;
+          case 1:
+            await chain.ownerCall("setPolicyPaused", [a.policyId, rand() < 0.2]);
+            break;
+          case 2:
+            await chain.ownerCall("freezeAll", []);
+            if (rand() < 0.85) {
+              await chain.ownerCall("updatePolicy", [
+                a.policyId,
+                {
+                  token: usdc,
+                  maxPerPayment: USDC(3),
+                  maxPerPeriod: USDC(7),
+                  periodLength: PERIOD,
+                  lifetimeMax: USDC(40),
+                  validFrom: 0,
+                  validUntil: 0,
+                  payeesRestricted: true,
+                },
+              ]);
+            }
+            break;
+          case 3:
+            await chain.ownerCall("setPayees", [a.policyId, [pick(PAYEES)], rand() < 0.5]);
+            break;
+          case 4:
+          case 5: {
+            // Time: within the period, or across one or more period boundaries.
+            const seconds = rand() < 0.5 ? 60 + Math.floor(rand() * 600) : PERIOD + Math.floor(rand() * PERIOD);
+            await client.request({ method: "evm_increaseTime" as never, params: [seconds] as never });
+            await client.request({ method: "evm_mine" as never, params: [] as never });
+            break;
+          }
+          default:
+            await send2(pay, machinePayAbi, "deposit", [usdc, USDC(10 + Math.floor(rand() * 20))]);
+        }
+        state.invalidateAll();
       }
-    }
-    await flush();
-    console.log(
-      `      ${counts.agreed} verdicts agreed, ${counts.settled} items settled; by verdict: ${JSON.stringify(Object.fromEntries(counts.byReason))}`,
-    );
-    // The sequence must have exercised the interesting verdicts, not just "None".
-    const seen = [...counts.byReason.keys()];
-    for (const reason of [
-      "None",
-      "ExceedsPaymentCap",
-      "ExceedsPeriodCap",
-      "PayeeNotAllowed",
-      "NonceUsed",
-      "VoucherStale",
-    ]) {
-      expect(seen, `no step produced ${reason}`).to.include(reason);
-    }
-    expect(counts.settled).to.equal(counts.accepted);
+
+      async function preview(kind: "payment" | "voucher", items: typeof pending): Promise<string> {
+        const { result } = await client.simulateContract({
+          address: pay,
+          abi: machinePayAbi,
+          functionName: kind === "payment" ? "preview" : "previewVouchers",
+          args: [usdc, items.map((i) => i.packed), sender.address] as never,
+          account: sender.address,
+          blockTag: "pending",
+        });
+        const reasons = (result as unknown as [readonly number[]])[0];
+        return REASONS[reasons[reasons.length - 1]];
+      }
+
+      for (let step = 0; step < STEPS; step++) {
+        const r = rand();
+        if (r < 0.12) {
+          await ownerAction();
+          continue;
+        }
+        const kind: "payment" | "voucher" = rand() < 0.7 ? "payment" : "voucher";
+        if (pendingKind && pendingKind !== kind) await flush();
+        if (r > 0.95) await flush();
+        await observe();
+        // Owner 2's small escrow runs out now and then; most traffic is owner 1's fleet.
+        const device = rand() < 0.25 ? pick(bDevices) : pick(a.devices);
+        const key = device.address.toLowerCase();
+        const now = clock.now();
+        const payee = rand() < 0.85 ? pick(PAYEES.slice(0, 2)) : PAYEES[2];
+        let item: VerifyItem;
+        let packed: (typeof pending)[number]["packed"];
+        let nonce = 0n;
+        let tab: string | undefined;
+        if (kind === "payment") {
+          const next = nonces.get(key) ?? 0n;
+          // Mostly the next nonce; sometimes a gap, an old one, or a repeat.
+          const roll = rand();
+          nonce =
+            roll < 0.75
+              ? next
+              : roll < 0.85
+                ? next + BigInt(1 + Math.floor(rand() * 30))
+                : roll < 0.95 && next > 0n
+                  ? next - 1n - BigInt(Math.floor(rand() * 30))
+                  : next;
+          if (nonce < 0n) nonce = 0n;
+          if (nonce >= next) nonces.set(key, nonce + 1n);
+          const amount = pick([USDC(0.5), USDC(1), USDC(2), USDC(3), USDC(3.01), USDC(4), USDC(5)]);
+          const payment: Payment = {
+            payee,
+            token: usdc,
+            amount,
+            nonce,
+            deadline: now + 900n,
+            maxFee: 0n,
+            ref: `0x${step.toString(16).padStart(64, "0")}` as Hex,
+          };
+          const signature = await signPayment({ signer: device, domain, payment });
+          item = { kind: "payment", payment, signature };
+          packed = packPayment(payment, signature);
+        } else {
+          const tabId = BigInt(rand() < 0.8 ? 0 : 1);
+          tab = `${key}:${payee}:${tabId}`;
+          const last = tabs.get(tab) ?? 0n;
+          const cumulative =
+            rand() < 0.25 && last > 0n ? last - USDC(0.25) : last + pick([USDC(0.25), USDC(1), USDC(2.5), USDC(4)]);
+          const voucher: Voucher = {
+            payee,
+            token: usdc,
+            tabId,
+            cumulative: cumulative < 0n ? 0n : cumulative,
+            deadline: now + 900n,
+            maxFee: 0n,
+          };
+          const signature = await signVoucher({ signer: device, domain, voucher });
+          item = { kind: "voucher", voucher, signature };
+          packed = packVoucher(voucher, signature);
+        }
+        const [result] = await ingest.submit([item]);
+        // The contract's verdict for this item after everything pending (a replaced voucher is out).
+        const candidate = { id: result.id!, packed, device: key, payee: payee.toLowerCase(), nonce, tab };
+        const others = pending.filter((p) => !(tab && p.tab === tab));
+        const contract = await preview(kind, [...ordered(others), candidate]);
+        const ours = result.status === "accepted" ? "None" : result.reason!;
+        if (process.env.DIFF_DEBUG && ours !== contract) {
+          const owners = new Map<string, bigint>();
+          for (const e of ingest.ledger.entries()) owners.set(e.owner, (owners.get(e.owner) ?? 0n) + e.spend);
+          console.log({
+            step,
+            ours,
+            contract,
+            pending: pending.map((p) => [p.device.slice(0, 8), p.nonce, p.tab]),
+            ledger: [...ingest.ledger.entries()].map((e) => [
+              e.device.slice(0, 8),
+              e.owner.slice(0, 8),
+              e.spend,
+              e.nonce,
+              e.kind,
+            ]),
+            owners,
+          });
+        }
+        expect(
+          ours,
+          `step ${step}: ${kind} of ${key} (nonce ${nonce}, tab ${tab}): ingest says ${ours} (${result.message}), the contract ${contract}`,
+        ).to.equal(contract);
+        counts.agreed++;
+        counts.byReason.set(ours, (counts.byReason.get(ours) ?? 0) + 1);
+        if (result.status === "accepted") {
+          counts.accepted++;
+          pending = [...others, candidate];
+          pendingKind = kind;
+          if (tab) tabs.set(tab, (item as { voucher: Voucher }).voucher.cumulative);
+        }
+      }
+      await flush();
+      console.log(
+        `      ${counts.agreed} verdicts agreed, ${counts.settled} items settled; by verdict: ${JSON.stringify(Object.fromEntries(counts.byReason))}`,
+      );
+      // The sequence must have exercised the interesting verdicts, not just "None".
+      const seen = [...counts.byReason.keys()];
+      for (const reason of [
+        "None",
+        "ExceedsPaymentCap",
+        "ExceedsPeriodCap",
+        "PayeeNotAllowed",
+        "NonceUsed",
+        "VoucherStale",
+      ]) {
+        expect(seen, `no step produced ${reason}`).to.include(reason);
+      }
+      expect(counts.settled).to.equal(counts.accepted);
+    });
   });
-});
 
 // Topics of the skip events: an accepted item must never produce one.
 const SKIPPED_TOPICS = {

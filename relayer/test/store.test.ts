@@ -7,7 +7,7 @@ import Database from "better-sqlite3";
 import { expect } from "chai";
 import fc from "fast-check";
 import { Client } from "pg";
-import { type PostgresServer, startPostgres } from "../../scripts/lib/postgres";
+import type { PostgresServer } from "../../scripts/lib/postgres";
 import {
   BATCH_TRANSITIONS,
   type BatchStatus,
@@ -36,6 +36,7 @@ import {
   type Store,
   StoreError,
 } from "../src/store";
+import { newSchema, requirePostgres, sql } from "./support/postgres";
 
 const rand32 = () => `0x${randomBytes(32).toString("hex")}` as Hex;
 const addr = (n: number) => `0x${n.toString(16).padStart(40, "0")}` as Hex;
@@ -108,50 +109,6 @@ interface Harness {
   /** From another connection: makes inserting item `id` fail inside the transaction. */
   poison(id: Hex): Promise<void>;
   unpoison(): Promise<void>;
-}
-
-// One PostgreSQL server for the whole file, started on first use, each test in a schema of its own.
-let server: Promise<PostgresServer | undefined> | undefined;
-after(async () => {
-  await (await server)?.stop();
-});
-
-/** The test server, or skips the calling suite loudly (fails it when MACHINEPAY_REQUIRE_POSTGRES=1). */
-async function requirePostgres(ctx: Mocha.Context): Promise<PostgresServer> {
-  server ??= startPostgres();
-  const started = await server;
-  if (started) return started;
-  const why =
-    process.env.MACHINEPAY_NO_POSTGRES === "1"
-      ? "MACHINEPAY_NO_POSTGRES=1"
-      : "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb)";
-  if (process.env.MACHINEPAY_REQUIRE_POSTGRES === "1") {
-    throw new Error(`${why}, but MACHINEPAY_REQUIRE_POSTGRES=1: the PostgreSQL store tests must run here`);
-  }
-  console.warn(
-    `\n  !!! NOT RUN: the PostgreSQL store tests (${ctx.test?.parent?.title}): ${why}. ` +
-      "Install it (apt-get install -y postgresql) to run them.\n",
-  );
-  ctx.skip();
-}
-
-let schemas = 0;
-/** A new, empty schema on the server, and the URL whose connections use it. */
-async function newSchema(pg: PostgresServer): Promise<{ schema: string; url: string }> {
-  const schema = `t${process.pid}_${++schemas}`;
-  await sql(pg, `CREATE SCHEMA ${schema}`);
-  return { schema, url: `${pg.url}?options=${encodeURIComponent(`-c search_path=${schema}`)}` };
-}
-
-/** Runs statements on a connection of its own (the test's side channel). */
-async function sql(pg: PostgresServer | string, text: string, values: unknown[] = []) {
-  const client = new Client({ connectionString: typeof pg === "string" ? pg : pg.url });
-  await client.connect();
-  try {
-    return (await client.query(text, values)).rows;
-  } finally {
-    await client.end();
-  }
 }
 
 function backendSuite(backend: Backend, tests: (h: Harness) => void): void {

@@ -52,6 +52,8 @@ export type IngestOptions = {
   fee: bigint;
   /** Called for each decision (metrics). */
   onDecision?: (kind: "payment" | "voucher", status: ItemStatusName, reason?: string) => void;
+  /** Called when an admission is decided again (another relayer changed its owners meanwhile). */
+  onRetry?: () => void;
 };
 
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
@@ -81,6 +83,8 @@ export class Ingest {
   private readonly versions = new Map<string, number>();
   /** Ids whose guarded write is in flight: a re-read of their owner keeps them. */
   private readonly writing = new Set<Hex>();
+  /** One set per re-read under way: ids whose write ended meanwhile (the read may predate them). */
+  private readonly reloading = new Set<Set<Hex>>();
   /** Cursor of `ownerChanges`; null where the store keeps no versions. */
   private changes: string | null = null;
 
@@ -161,6 +165,7 @@ export class Ingest {
           new Error(`the owners' pending items kept changing under ${round} admissions by other relayers`),
         );
       }
+      this.o.onRetry?.();
       await this.reloadOwners(stale);
       todo = todo.filter(({ f }) => !out.has(f.id));
     }
@@ -260,7 +265,10 @@ export class Ingest {
         undo();
         throw new IngestUnavailableError(e);
       } finally {
-        for (const a of accepted) this.writing.delete(a.entry.id);
+        for (const a of accepted) {
+          this.writing.delete(a.entry.id);
+          for (const r of this.reloading) r.add(a.entry.id);
+        }
       }
       if (result.stale.length > 0) {
         // Nothing was written: the decisions are void, the caller re-reads these owners.
@@ -311,18 +319,28 @@ export class Ingest {
    */
   private async reloadOwners(owners: readonly OwnerVersion[]): Promise<void> {
     if (owners.length === 0) return;
-    const rows = await this.o.store.pendingItems(owners.map((o) => o.owner));
+    // Entries whose write is in flight now, or ends while we read, may be missing from what we read.
+    const protect = new Set(this.writing);
+    this.reloading.add(protect);
+    let rows: ItemRow[];
+    try {
+      rows = await this.o.store.pendingItems(owners.map((o) => o.owner));
+    } finally {
+      this.reloading.delete(protect);
+    }
     const byOwner = new Map<string, ItemRow[]>();
     for (const row of rows) {
       const k = row.owner.toLowerCase();
-      byOwner.set(k, [...(byOwner.get(k) ?? []), row]);
+      const list = byOwner.get(k);
+      if (list) list.push(row);
+      else byOwner.set(k, [row]);
     }
     let dropped = 0;
     for (const o of owners) {
       const fresh = byOwner.get(o.owner.toLowerCase()) ?? [];
       const keep = new Set(fresh.map((r) => r.id));
       for (const id of this.ledger.idsOf(o.owner)) {
-        if (this.writing.has(id)) continue;
+        if (this.writing.has(id) || protect.has(id)) continue;
         const e = this.ledger.remove(id)!;
         if (!keep.has(id)) {
           dropped++;

@@ -24,6 +24,7 @@ export class Metrics {
   private readonly rejected: Counter<"kind" | "reason">;
   private readonly duplicates: Counter<"kind">;
   private readonly mispredictions: Counter<"reason">;
+  private readonly admissionRetries: Counter;
   private readonly batches: Counter<"status">;
   private readonly requests: Counter<"method" | "route" | "status">;
   private readonly batchSize: Histogram;
@@ -56,6 +57,11 @@ export class Metrics {
       name: `${p}ingest_mispredictions_total`,
       help: "Items ingest accepted that the chain skipped, by skip reason",
       labelNames: ["reason"],
+      registers,
+    });
+    this.admissionRetries = new Counter({
+      name: `${p}admission_retries_total`,
+      help: "Admissions decided again because another relayer sharing the store changed the same owner meanwhile",
       registers,
     });
     this.batches = new Counter({
@@ -152,6 +158,11 @@ export class Metrics {
   misprediction(reason: string, count = 1): void {
     this.mispredictions.inc({ reason }, count);
   }
+
+  /** An admission found its owners changed by another relayer and was decided again. */
+  readonly admissionRetry = (): void => {
+    this.admissionRetries.inc();
+  };
 
   senderBalance(wei: bigint): void {
     this.senderBalanceWei.set(Number(wei));
