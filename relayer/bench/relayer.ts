@@ -54,8 +54,10 @@ function scaleOutArgs(argv: string[]): number[] | undefined {
   if (store !== undefined && store !== "postgres")
     throw new Error(`--store takes postgres (SQLite runs beside it), got ${store}`);
   const counts = (list ?? "1,2,3").split(",").map(Number);
-  if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 8)) {
-    throw new Error(`--instances takes a list of counts from 1 to 8, like 1,2,3; got ${list}`);
+  if (counts.some((n) => !Number.isInteger(n) || n < 1 || n > 4)) {
+    throw new Error(
+      `--instances takes a list of counts from 1 to 4 (one Hardhat test key each), like 1,2,3; got ${list}`,
+    );
   }
   return counts;
 }

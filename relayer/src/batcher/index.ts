@@ -204,9 +204,16 @@ export class Batcher {
     this.lastBeat = Date.now();
   }
 
-  /** Open batches this instance follows: its own, and those of senders no live instance holds. */
+  /**
+   * Open batches this instance follows: its own, and those of senders no live instance holds whose
+   * row has not changed for a lease (the live set is a heartbeat old: an instance that started since
+   * is not in it yet, but its batches are younger than that).
+   */
   private async openBatches(): Promise<BatchDetail[]> {
-    return (await this.o.store.openBatches()).filter((b) => b.sender === this.me || !this.live.has(b.sender));
+    const now = Date.now();
+    return (await this.o.store.openBatches()).filter(
+      (b) => b.sender === this.me || (!this.live.has(b.sender) && now - b.updatedAt > INSTANCE_LEASE_MS),
+    );
   }
 
   private get me(): Hex {

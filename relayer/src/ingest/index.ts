@@ -59,7 +59,7 @@ export type IngestOptions = {
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
 
 /** Admission passes one request may take when other relayers keep changing the same owners. */
-const MAX_ADMISSION_ROUNDS = 8;
+const MAX_ADMISSION_ROUNDS = 32;
 
 /** The answer for an item the store already holds. */
 const answerOf = (id: Hex, row: ItemRow): IngestResult => ({
@@ -93,6 +93,12 @@ export class Ingest {
   /** Build ingest with its pending ledger rebuilt from the store. */
   static async open(o: IngestOptions): Promise<Ingest> {
     const ingest = new Ingest(o);
+    // This process's own changes (its batches, its admissions) need no re-read: the ledger follows
+    // them (batched, requeued, finished), and where it lags it counts more, never less. A version
+    // that moved by one from the one the ledger holds was moved by us alone.
+    o.store.onOwnVersions((bumped) => {
+      for (const b of bumped) if (ingest.versions.get(b.owner.toLowerCase()) === b.version - 1) ingest.seenVersion(b);
+    });
     // Versions first, then the items: the items are at least as new as the versions say.
     const changes = await o.store.ownerChanges(null);
     for (const v of changes.owners) ingest.seenVersion(v);
@@ -166,6 +172,8 @@ export class Ingest {
         );
       }
       this.o.onRetry?.();
+      // Jitter: several relayers racing for one owner do not retry in lockstep.
+      if (round > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
       await this.reloadOwners(stale);
       todo = todo.filter(({ f }) => !out.has(f.id));
     }

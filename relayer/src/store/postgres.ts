@@ -54,6 +54,7 @@ import {
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
+  type OwnerVersion,
   type Page,
   type ReadyItemsQuery,
   type StatusCounts,
@@ -252,6 +253,9 @@ export class PostgresStore implements Store {
   private readonly inflight = new Set<Promise<unknown>>();
   private readonly writes: GroupCommitter<v.NormalizedWriteSet, WriteResult>;
   private readonly now: () => number;
+  /** Owner versions bumped by the transaction on each client, told to listeners once it commits. */
+  private readonly bumped = new Map<ClientBase, OwnerVersion[]>();
+  private readonly versionListeners: ((bumped: OwnerVersion[]) => void)[] = [];
 
   private constructor(
     private readonly pool: Pool,
@@ -425,14 +429,18 @@ export class PostgresStore implements Store {
   private async bumpOwners(c: ClientBase, owners: readonly string[]): Promise<Map<string, number>> {
     if (owners.length === 0) return new Map();
     const sorted = [...new Set(owners)].sort();
-    const r = await c.query(
+    const r: { rows: Row[] } = await c.query(
       `INSERT INTO owner_versions (owner, version, changed_xid)
        SELECT o, 1, pg_current_xact_id() FROM unnest($1::text[]) WITH ORDINALITY AS u(o, n) ORDER BY n
        ON CONFLICT (owner) DO UPDATE SET version = owner_versions.version + 1, changed_xid = excluded.changed_xid
        RETURNING owner, version`,
       [sorted],
     );
-    return new Map(r.rows.map((row) => [row.owner as string, row.version as number]));
+    const out = new Map(r.rows.map((row) => [row.owner as string, row.version as number]));
+    const bumped = this.bumped.get(c) ?? [];
+    for (const [owner, version] of out) bumped.push({ owner: owner as Hex, version });
+    this.bumped.set(c, bumped);
+    return out;
   }
 
   /** Inserts new items in order; an id given twice is inserted at its first occurrence. */
@@ -630,6 +638,11 @@ export class PostgresStore implements Store {
           : await c.query("SELECT owner, version FROM owner_versions WHERE changed_xid >= $1::xid8", [after]);
       return { owners: r.rows.map((row) => ({ owner: row.owner as Hex, version: row.version as number })), next };
     });
+  }
+
+  /** Every commit of this process that bumped owner versions (its own changes) reports them here. */
+  onOwnVersions(listener: (bumped: OwnerVersion[]) => void): void {
+    this.versionListeners.push(listener);
   }
 
   /** Keeps this sender's instance alive; refuses a sender another live process holds. */
@@ -1189,6 +1202,9 @@ export class PostgresStore implements Store {
         const out = await fn(client, this.now());
         phase = "commit";
         await client.query("COMMIT");
+        const bumped = this.bumped.get(client);
+        this.bumped.delete(client);
+        if (bumped) for (const l of this.versionListeners) l(bumped);
         return out;
       } catch (error) {
         if (phase === "body") {
@@ -1203,6 +1219,7 @@ export class PostgresStore implements Store {
         if (!retry)
           throw mode === "read" ? readFailure(error, what, this.database) : failure(error, what, this.database, phase);
       } finally {
+        this.bumped.delete(client);
         client.removeListener("error", onError);
         client.release(broken || undefined);
       }

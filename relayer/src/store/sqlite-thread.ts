@@ -135,6 +135,8 @@ export class SqliteThreadStore implements Store {
   pendingItems: Store["pendingItems"] = (...a) => this.call("pendingItems", ...a);
   readyItems: Store["readyItems"] = (...a) => this.call("readyItems", ...a);
   ownerChanges: Store["ownerChanges"] = (...a) => this.call("ownerChanges", ...a);
+  /** SQLite keeps no versions: never called (a function could not cross to the thread anyway). */
+  onOwnVersions: Store["onOwnVersions"] = () => {};
   heartbeat: Store["heartbeat"] = (...a) => this.call("heartbeat", ...a);
   countByStatus: Store["countByStatus"] = (...a) => this.call("countByStatus", ...a);
   getTab: Store["getTab"] = (...a) => this.call("getTab", ...a);

@@ -48,6 +48,7 @@ import {
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
+  type OwnerVersion,
   type Page,
   type ReadyItemsQuery,
   type StatusCounts,
@@ -336,6 +337,9 @@ export class SqliteStore implements Store {
         .filter((row) => only === undefined || only.has(row.owner)),
     );
   }
+
+  /** Keeps no versions: never calls the listener. */
+  onOwnVersions(_listener: (bumped: OwnerVersion[]) => void): void {}
 
   /** One process writes a SQLite file: nobody else changes an owner's pending items. */
   async ownerChanges(_after: string | null): Promise<OwnerChanges> {

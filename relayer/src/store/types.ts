@@ -418,6 +418,12 @@ export interface Store {
   pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]>;
   /** Owners whose pending items changed since `after` (null: every owner with a version). */
   ownerChanges(after: string | null): Promise<OwnerChanges>;
+  /**
+   * After each commit of this process that moved owner versions (its own admissions and batches),
+   * the versions they moved to: each moved by one from the version before it. Never called where
+   * versions are not kept.
+   */
+  onOwnVersions(listener: (bumped: OwnerVersion[]) => void): void;
   /** Accepted items of one kind and token by deadline, then device, then nonce. */
   readyItems(query: ReadyItemsQuery): Promise<ItemRow[]>;
   countByStatus(): Promise<StatusCounts>;
