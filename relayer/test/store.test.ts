@@ -1677,6 +1677,23 @@ describe("relayer store: PostgreSQL only", () => {
       expect((await a.pendingItems([OWNER])).map((r) => r.id)).to.deep.equal([first.items[0].id, late.id]);
     });
 
+    it("a guard passes over versions this process's own commits made, never over another process's", async () => {
+      const [a, b] = [await open(), await open()];
+      const heard: number[] = [];
+      a.onOwnVersions((bumped) => heard.push(...bumped.filter((x) => x.owner === OWNER).map((x) => x.version)));
+      const items = [payment(), payment()];
+      await a.write({ items, guard: [{ owner: OWNER, version: null }] }); // version 1
+      await a.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: [items[0].id] }); // 2
+      // Decided at version 1, written after a's own batch moved it to 2: a's ledger follows its batches.
+      const own = await a.write({ items: [payment()], guard: [{ owner: OWNER, version: 1 }] });
+      expect(own.stale).to.deep.equal([]);
+      expect(own.owners).to.deep.equal([{ owner: OWNER, version: 3 }]);
+      expect(heard).to.deep.equal([1, 2, 3]);
+      await b.createBatch({ kind: "payment", token: TOKEN, sender: addr(0x5f), nonce: 0, itemIds: [items[1].id] }); // 4
+      const after = await a.write({ items: [payment()], guard: [{ owner: OWNER, version: 3 }] });
+      expect(after.stale).to.deep.equal([{ owner: OWNER, version: 5 }]);
+    });
+
     it("guarded writes racing from several relayers for one owner: exactly one wins each round", async () => {
       const stores = [await open(), await open(), await open()];
       let version: number | null = null;

@@ -128,7 +128,11 @@ export class Ingest {
       const earlier = first.get(id);
       const running = this.inflight.get(id);
       if (earlier !== undefined) repeatOf[i] = earlier;
-      else if (running) results[i] = running.then((r) => ({ ...r, duplicate: true }));
+      else if (running) {
+        const p = running.then((r) => ({ ...r, duplicate: true }));
+        p.catch(() => {}); // awaited below, unless this request fails first
+        results[i] = p;
+      }
       else {
         first.set(id, i);
         fresh.push({ index: i, id, item, r: v.r, vs: v.vs, device: v.device });
@@ -139,6 +143,9 @@ export class Ingest {
       const work = this.admit(fresh);
       for (const f of fresh) {
         const p = work.then((r) => r.get(f.id)!);
+        // Its failure reaches this caller through `await work`, and a concurrent duplicate through
+        // its own then(): never an unhandled rejection (which would stop the process).
+        p.catch(() => {});
         this.inflight.set(f.id, p);
         results[f.index] = p;
       }
@@ -174,7 +181,11 @@ export class Ingest {
       this.o.onRetry?.();
       // Jitter: several relayers racing for one owner do not retry in lockstep.
       if (round > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
-      await this.reloadOwners(stale);
+      try {
+        await this.reloadOwners(stale);
+      } catch (e) {
+        throw new IngestUnavailableError(e);
+      }
       todo = todo.filter(({ f }) => !out.has(f.id));
     }
     return out;

@@ -51,6 +51,7 @@ import {
   type NewItem,
   type NewOwnerMessage,
   type OwnerChanges,
+  type OwnerGuard,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -104,6 +105,9 @@ const TYPES = {
 // Durability is the session's setting: a synchronous_commit = off in the database, the role or the URL must
 // not weaken it. One simple-protocol query: no extra round trip.
 const BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = on";
+/** Versions of one owner remembered as this process's own, and owners remembered. */
+const OWN_BUMPS_KEPT = 256;
+const OWN_BUMP_OWNERS = 100_000;
 const BEGIN_READ = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 const RETRYABLE = new Set(["40001", "40P01"]); // serialization failure, deadlock detected: nothing was applied
@@ -256,6 +260,8 @@ export class PostgresStore implements Store {
   /** Owner versions bumped by the transaction on each client, told to listeners once it commits. */
   private readonly bumped = new Map<ClientBase, OwnerVersion[]>();
   private readonly versionListeners: ((bumped: OwnerVersion[]) => void)[] = [];
+  /** Recent versions this process's own commits produced, per owner (see applyGroup's guard). */
+  private readonly ownBumps = new Map<string, Set<number>>();
 
   private constructor(
     private readonly pool: Pool,
@@ -370,10 +376,18 @@ export class PostgresStore implements Store {
     );
     for (const o of await this.ownersOf(c, updateIds)) owners.add(o);
     const versions = await this.bumpOwners(c, [...owners]);
+    // Fresh if every version since the guard's was made by this process's own commits (its batches
+    // and admissions, which its ledger already counts or follows); any other process's is stale.
+    const fresh = (g: OwnerGuard) => {
+      const mine = this.ownBumps.get(g.owner);
+      const before = versions.get(g.owner)! - 1;
+      const from = g.version ?? 0;
+      if (before < from || before - from > OWN_BUMPS_KEPT) return false;
+      for (let k = from + 1; k <= before; k++) if (!mine?.has(k)) return false;
+      return true;
+    };
     const staleOf = (set: v.NormalizedWriteSet) =>
-      set.guard
-        .filter((g) => (versions.get(g.owner) ?? 1) - 1 !== (g.version ?? 0))
-        .map((g) => ({ owner: g.owner, version: versions.get(g.owner)! }));
+      set.guard.filter((g) => !fresh(g)).map((g) => ({ owner: g.owner, version: versions.get(g.owner)! }));
     const stale = all.map(staleOf);
     const sets = all.filter((_, i) => stale[i].length === 0);
     const written: WriteResult[] = [];
@@ -638,6 +652,18 @@ export class PostgresStore implements Store {
           : await c.query("SELECT owner, version FROM owner_versions WHERE changed_xid >= $1::xid8", [after]);
       return { owners: r.rows.map((row) => ({ owner: row.owner as Hex, version: row.version as number })), next };
     });
+  }
+
+  private noteOwnBump(b: OwnerVersion): void {
+    let mine = this.ownBumps.get(b.owner);
+    if (!mine) {
+      mine = new Set();
+      this.ownBumps.set(b.owner, mine);
+    }
+    mine.add(b.version);
+    // Only recent versions matter (a guard is as old as one admission); Sets iterate oldest first.
+    if (mine.size > OWN_BUMPS_KEPT) mine.delete(mine.values().next().value!);
+    if (this.ownBumps.size > OWN_BUMP_OWNERS) this.ownBumps.delete(this.ownBumps.keys().next().value!);
   }
 
   /** Every commit of this process that bumped owner versions (its own changes) reports them here. */
@@ -1204,7 +1230,10 @@ export class PostgresStore implements Store {
         await client.query("COMMIT");
         const bumped = this.bumped.get(client);
         this.bumped.delete(client);
-        if (bumped) for (const l of this.versionListeners) l(bumped);
+        if (bumped) {
+          for (const b of bumped) this.noteOwnBump(b);
+          for (const l of this.versionListeners) l(bumped);
+        }
         return out;
       } catch (error) {
         if (phase === "body") {
