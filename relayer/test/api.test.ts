@@ -1093,5 +1093,36 @@ describe("api: the relayer's HTTP API over a real store and ingest", function ()
       expect(a.headers.get("retry-after")).to.equal("1");
       expect(a.body.error.message).to.include("retry");
     });
+
+    it("the real ingest over a store whose commits fail: 503 for the request and its concurrent duplicate, no unhandled rejection", async () => {
+      const failing: Store = Object.create(h.store, {
+        write: { value: async () => Promise.reject(new Error("disk I/O error")) },
+      });
+      const ingest = await Ingest.open({
+        verifier: new SharedVerifier(domain),
+        chain: h.chain,
+        store: failing,
+        clock: new ChainClock(),
+        deadlineMarginSeconds: 30,
+        fee: 0n,
+      });
+      const unhandled: unknown[] = [];
+      const onUnhandled = (e: unknown) => unhandled.push(e);
+      process.on("unhandledRejection", onUnhandled);
+      try {
+        const down = await h.serve({ ingest });
+        const p = (await signed(h.chain.device_(fleet.policyId))).json;
+        // The same item twice at once: the second waits for the first's admission, which fails.
+        const [a, b] = await Promise.all([
+          down.post("/v1/payments", { payments: [p] }),
+          down.post("/v1/payments", { payments: [p, p] }),
+        ]);
+        for (const r of [a, b]) expectError(r, 503, "STORE_UNAVAILABLE");
+        await new Promise((r) => setTimeout(r, 50));
+        expect(unhandled).to.deep.equal([]);
+      } finally {
+        process.off("unhandledRejection", onUnhandled);
+      }
+    });
   });
 });
