@@ -1694,6 +1694,34 @@ describe("relayer store: PostgreSQL only", () => {
       expect(after.stale).to.deep.equal([{ owner: OWNER, version: 5 }]);
     });
 
+    it("admitLocked hands each relayer the owner's pending items under its lock: a cap decided on them holds", async () => {
+      const stores = [await open(), await open(), await open()];
+      const CAP = 7;
+      // Each relayer admits one more item only while fewer than CAP are pending: racing, they must
+      // still stop at CAP, since each decides on what the others committed before it got the lock.
+      const attempts = await Promise.all(
+        Array.from({ length: 30 }, (_, k) => {
+          let seen = -1;
+          return stores[k % 3]
+            .admitLocked(
+              [OWNER],
+              (rows) => {
+                seen = rows.length;
+              },
+              () => (seen < CAP ? { items: [payment()] } : {}),
+            )
+            .then((r) => ({ seen, inserted: r.items.length, owners: r.owners }));
+        }),
+      );
+      expect(attempts.filter((a) => a.inserted === 1)).to.have.length(CAP);
+      expect(await stores[0].pendingItems([OWNER])).to.have.length(CAP);
+      expect(attempts.every((a) => a.owners[0]?.owner === OWNER)).to.equal(true);
+      // A guarded write that predates them is stale.
+      expect(
+        (await stores[1].write({ items: [payment()], guard: [{ owner: OWNER, version: null }] })).stale,
+      ).to.have.length(1);
+    });
+
     it("guarded writes racing from several relayers for one owner: exactly one wins each round", async () => {
       const stores = [await open(), await open(), await open()];
       let version: number | null = null;

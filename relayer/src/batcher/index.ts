@@ -101,6 +101,8 @@ const GAS_PER = { payment: 30_000, voucher: 45_000 } as const;
 const BYTES_FIXED = 4 + 32 * 4 + 200;
 const BYTES_PER_ITEM = 160;
 const REORG_REWIND = 64;
+/** Blocks per eth_getLogs call at most (fewer while blocks are busy). */
+const MAX_LOG_SPAN = 2_000;
 /** The events cursor of one sender's instance (relayers sharing a store each read every event). */
 const eventsCursor = (sender: Hex) => `events:${sender.toLowerCase()}`;
 /** The cursor's name before instances shared stores: read once, where no per-sender cursor exists yet. */
@@ -127,6 +129,8 @@ export class Batcher {
   /** Senders whose instances are alive (from the last heartbeat), and when it was. */
   private live = new Set<string>();
   private lastBeat = Number.NEGATIVE_INFINITY;
+  /** Blocks the next eth_getLogs call asks for. */
+  private logSpan = MAX_LOG_SPAN;
   /** This process, as heartbeats name it: host, pid, start time. */
   private readonly holder = `${hostname()}:${process.pid}:${Date.now()}`;
 
@@ -275,8 +279,18 @@ export class Batcher {
     }
     let from = (cursor?.blockNumber ?? this.o.deploymentBlock - 1) + 1;
     while (from <= this.head) {
-      const to = Math.min(this.head, from + 1999);
-      const logs = await client.getLogs({ address: contract, fromBlock: BigInt(from), toBlock: BigInt(to) });
+      const to = Math.min(this.head, from + this.logSpan - 1);
+      let logs: Awaited<ReturnType<typeof client.getLogs>>;
+      try {
+        logs = await client.getLogs({ address: contract, fromBlock: BigInt(from), toBlock: BigInt(to) });
+      } catch (e) {
+        // Busy blocks (thousands of settlement events) overflow a response or a node's range
+        // limit: ask for fewer blocks at a time, down to one, before giving up this pass.
+        if (this.logSpan === 1) throw e;
+        this.logSpan = Math.max(1, Math.floor(this.logSpan / 4));
+        continue;
+      }
+      if (this.logSpan < MAX_LOG_SPAN && logs.length < 1_000) this.logSpan = Math.min(MAX_LOG_SPAN, this.logSpan * 2);
       for (const log of logs) {
         if (log.transactionHash && ours.has(log.transactionHash.toLowerCase()) && SETTLEMENT_TOPICS.has(log.topics[0]!))
           continue;

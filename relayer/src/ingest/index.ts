@@ -9,9 +9,9 @@ import { type Address, type Hex, itemId } from "@machinepay/sdk";
 import type { ChainClock } from "../chain/clock";
 import type { ChainState } from "../chain/state";
 import { crashPoint } from "../faults";
-import type { ItemRow, NewItem, OwnerVersion, Store, WriteResult } from "../store/types";
+import type { ItemRow, NewItem, OwnerVersion, Store, WriteResult, WriteSet } from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
-import { type Candidate, decide, gatherSnapshot } from "./rules";
+import { type Candidate, decide, gatherSnapshot, type Snapshot, type Window } from "./rules";
 import { nativeKeccak256, type Verifier, type VerifyItem } from "./verify";
 
 export type ItemStatusName = "accepted" | "batched" | "submitted" | "settled" | "rejected" | "superseded" | "stale";
@@ -58,8 +58,8 @@ export type IngestOptions = {
 
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
 
-/** Admission passes one request may take when other relayers keep changing the same owners. */
-const MAX_ADMISSION_ROUNDS = 32;
+/** Admission passes one request may take (later ones hold the owners' locks: never stale, read again only if items left the ledger meanwhile). */
+const MAX_ADMISSION_ROUNDS = 8;
 
 /** The answer for an item the store already holds. */
 const answerOf = (id: Hex, row: ItemRow): IngestResult => ({
@@ -70,6 +70,12 @@ const answerOf = (id: Hex, row: ItemRow): IngestResult => ({
   message: row.message ?? undefined,
   duplicate: true,
 });
+
+/** One admission pass: what it reserved (to write or undo) and what it refused. */
+type Pass = {
+  accepted: { entry: PendingEntry; row: NewItem; supersedes?: PendingEntry }[];
+  refused: Map<Hex, IngestResult>;
+};
 
 /** A verified item this request brings for the first time. */
 type Fresh = { index: number; id: Hex; item: VerifyItem; r: Hex; vs: Hex; device: Address };
@@ -132,8 +138,7 @@ export class Ingest {
         const p = running.then((r) => ({ ...r, duplicate: true }));
         p.catch(() => {}); // awaited below, unless this request fails first
         results[i] = p;
-      }
-      else {
+      } else {
         first.set(id, i);
         fresh.push({ index: i, id, item, r: v.r, vs: v.vs, device: v.device });
       }
@@ -171,44 +176,140 @@ export class Ingest {
     // A relayer sharing its store with others may find, at commit, that one of them admitted or
     // settled for the same owner since its ledger last read that owner: it re-reads and decides again.
     for (let round = 1; todo.length > 0; round++) {
-      const stale = await this.decideAndWrite(todo, out);
-      if (stale.length === 0) break;
+      // First optimistic; once another relayer got in between, under the owners' locks (which
+      // cannot be stale: two relayers paying for one busy owner then take turns, never livelock).
+      const { again } = await this.decideAndWrite(todo, out, round > 1);
+      if (!again) break;
       if (round >= MAX_ADMISSION_ROUNDS) {
         throw new IngestUnavailableError(
           new Error(`the owners' pending items kept changing under ${round} admissions by other relayers`),
         );
       }
       this.o.onRetry?.();
-      // Jitter: several relayers racing for one owner do not retry in lockstep.
-      if (round > 1) await new Promise((r) => setTimeout(r, Math.random() * 2 * round));
-      try {
-        await this.reloadOwners(stale);
-      } catch (e) {
-        throw new IngestUnavailableError(e);
-      }
       todo = todo.filter(({ f }) => !out.has(f.id));
     }
     return out;
   }
 
-  /** One pass: snapshots, decisions, one guarded write. Returns the owners found stale (nothing written then). */
+  /**
+   * One pass: snapshots, decisions, one write. Optimistic (`locked: false`): the write is guarded
+   * by the owner versions the ledger holds, and the owners found stale are returned (nothing was
+   * written). Locked: the store holds the owners' locks while it hands over their pending items
+   * (merged into the ledger: nothing leaves it before the commit, so a settlement the snapshots
+   * predate is counted, never missed) and while the decisions run; nothing can be stale.
+   */
   private async decideAndWrite(
     todo: { f: Fresh; c: Candidate }[],
     out: Map<Hex, IngestResult>,
-  ): Promise<OwnerVersion[]> {
+    locked: boolean,
+  ): Promise<{ stale: OwnerVersion[]; again: boolean }> {
     // Reads first (cached, concurrent), then every decision in one synchronous pass. If items were
     // released while we read, a snapshot may predate their batch while the ledger no longer counts
     // them (counting neither): read again (the batcher refreshed the cache before releasing).
-    let snapshots: Awaited<ReturnType<typeof gatherSnapshot>>[];
+    let snapshots: Snapshot[];
+    let generation: number;
     for (;;) {
-      const generation = this.releases;
+      generation = this.releases;
       snapshots = await Promise.all(todo.map(({ c }) => gatherSnapshot(this.o.chain, c)));
       if (generation === this.releases) break;
     }
+    let again = false;
     const now = this.o.clock.now();
     const margin = BigInt(this.o.deadlineMarginSeconds);
     const window = { now, landBy: now + margin, deadlineMargin: margin };
-    const accepted: { entry: PendingEntry; row: NewItem; supersedes?: PendingEntry }[] = [];
+    let pass: Pass = { accepted: [], refused: new Map() };
+    const decideNow = (guarded: boolean): WriteSet => {
+      this.undo(pass); // a transaction retried whole decides again
+      if (generation !== this.releases) {
+        // Items left the ledger since the snapshots were read (under the lock, decisions come
+        // later than the reads): they might count nowhere. Decide nothing; read again.
+        again = true;
+        pass = { accepted: [], refused: new Map() };
+        return {};
+      }
+      again = false;
+      pass = this.decidePass(todo, snapshots, window);
+      for (const a of pass.accepted) this.writing.add(a.entry.id);
+      return this.writeSetOf(pass.accepted, guarded);
+    };
+    let result: WriteResult | undefined;
+    let leaving: Hex[] = [];
+    try {
+      if (!locked) {
+        const set = decideNow(true);
+        if (pass.accepted.length > 0) result = await this.o.store.write(set);
+      } else {
+        const owners = [...new Set(snapshots.flatMap((s) => (s.policy ? [s.policy.owner.toLowerCase() as Hex] : [])))];
+        result = await this.o.store.admitLocked(
+          owners,
+          (rows) => {
+            leaving = this.merge(owners, rows);
+          },
+          () => decideNow(false),
+        );
+      }
+    } catch (e) {
+      this.undo(pass);
+      throw new IngestUnavailableError(e);
+    } finally {
+      for (const a of pass.accepted) {
+        this.writing.delete(a.entry.id);
+        for (const r of this.reloading) r.add(a.entry.id);
+      }
+    }
+    if (result && result.stale.length > 0) {
+      // Nothing was written: the decisions are void, the caller decides again under the locks.
+      this.undo(pass);
+      return { stale: result.stale, again: true };
+    }
+    if (result && pass.accepted.length > 0) crashPoint("after-write");
+    for (const o of result?.owners ?? []) this.seenVersion(o);
+    // Items the locked read showed settled or rejected elsewhere leave now (their settlement leaves
+    // the chain cache too, so the next snapshot sees it).
+    if (leaving.length > 0) {
+      for (const id of leaving) {
+        if (this.writing.has(id)) continue;
+        const e = this.ledger.remove(id);
+        if (!e) continue;
+        this.o.chain.invalidateDevice?.(e.device as Address);
+        this.o.chain.invalidateOwner?.(e.owner as Address);
+      }
+      this.releases++;
+    }
+    for (const [id, r] of pass.refused) {
+      out.set(id, r);
+      this.o.onDecision?.(r.kind, r.status, r.reason);
+    }
+    if (again) return { stale: [], again };
+    if (!result) return { stale: [], again: false };
+    const { accepted } = pass;
+    // A voucher the batcher took between our decision and this commit was not superseded: it is
+    // in flight, and its successor pays only what it adds on top of it.
+    for (const u of result.updates) {
+      if (u.applied || (u.status !== "batched" && u.status !== "submitted")) continue;
+      const a = accepted.find((x) => x.supersedes?.id === u.id)!;
+      this.ledger.add({ ...a.supersedes!, inFlight: true });
+      this.ledger.remove(a.entry.id);
+      const fee = a.row.fee;
+      this.ledger.add({ ...a.entry, spend: a.row.amount - a.supersedes!.cumulative! + fee });
+    }
+    result.items.forEach((w, i) => {
+      const a = accepted[i];
+      if (!w.inserted) {
+        // Stored before, by another relayer (and no longer pending there): its row is the answer.
+        this.ledger.remove(a.entry.id);
+        out.set(a.entry.id, answerOf(a.entry.id, w.item));
+        return;
+      }
+      out.set(a.entry.id, { id: a.entry.id, kind: a.entry.kind, status: "accepted" });
+      this.o.onDecision?.(a.entry.kind, "accepted");
+    });
+    return { stale: [], again: false };
+  }
+
+  /** Every decision of a pass, in one synchronous run over the ledger (reserving what it accepts). */
+  private decidePass(todo: { f: Fresh; c: Candidate }[], snapshots: Snapshot[], window: Window): Pass {
+    const accepted: Pass["accepted"] = [];
     const refused = new Map<Hex, IngestResult>();
     todo.forEach(({ f, c }, i) => {
       if (this.ledger.has(f.id)) {
@@ -252,78 +353,52 @@ export class Ingest {
         supersedes: verdict.supersedes,
       });
     });
-    const undo = () => {
-      for (const a of [...accepted].reverse()) {
-        this.ledger.remove(a.entry.id);
-        if (a.supersedes && !this.ledger.has(a.supersedes.id)) this.ledger.add(a.supersedes);
-      }
-    };
-    let result: WriteResult | undefined;
-    if (accepted.length > 0) {
-      const owners = [...new Set(accepted.map((a) => a.row.owner.toLowerCase() as Hex))];
-      for (const a of accepted) this.writing.add(a.entry.id);
-      try {
-        result = await this.o.store.write({
-          items: accepted.map((a) => a.row),
-          tabs: accepted
-            .filter((a) => a.entry.kind === "voucher")
-            .map((a) => ({
-              device: a.row.device,
-              payee: a.row.payee,
-              token: a.row.token,
-              tabId: a.row.tabId!,
-              newestId: a.row.id,
-              newestCumulative: a.row.amount,
-            })),
-          updates: accepted
-            .filter((a) => a.supersedes)
-            .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
-          guard: owners.map((owner) => ({ owner, version: this.versions.get(owner) ?? null })),
-        });
-      } catch (e) {
-        undo();
-        throw new IngestUnavailableError(e);
-      } finally {
-        for (const a of accepted) {
-          this.writing.delete(a.entry.id);
-          for (const r of this.reloading) r.add(a.entry.id);
-        }
-      }
-      if (result.stale.length > 0) {
-        // Nothing was written: the decisions are void, the caller re-reads these owners.
-        undo();
-        return result.stale;
-      }
-      crashPoint("after-write");
-      for (const o of result.owners) this.seenVersion(o);
-    }
-    for (const [id, r] of refused) {
-      out.set(id, r);
-      this.o.onDecision?.(r.kind, r.status, r.reason);
-    }
-    if (!result) return [];
-    // A voucher the batcher took between our decision and this commit was not superseded: it is
-    // in flight, and its successor pays only what it adds on top of it.
-    for (const u of result.updates) {
-      if (u.applied || (u.status !== "batched" && u.status !== "submitted")) continue;
-      const a = accepted.find((x) => x.supersedes?.id === u.id)!;
-      this.ledger.add({ ...a.supersedes!, inFlight: true });
+    return { accepted, refused };
+  }
+
+  /** Takes a pass's reservations back out of the ledger. */
+  private undo(pass: Pass): void {
+    for (const a of [...pass.accepted].reverse()) {
       this.ledger.remove(a.entry.id);
-      const fee = a.row.fee;
-      this.ledger.add({ ...a.entry, spend: a.row.amount - a.supersedes!.cumulative! + fee });
+      if (a.supersedes && !this.ledger.has(a.supersedes.id)) this.ledger.add(a.supersedes);
     }
-    result.items.forEach((w, i) => {
-      const a = accepted[i];
-      if (!w.inserted) {
-        // Stored before, by another relayer (and no longer pending there): its row is the answer.
-        this.ledger.remove(a.entry.id);
-        out.set(a.entry.id, answerOf(a.entry.id, w.item));
-        return;
-      }
-      out.set(a.entry.id, { id: a.entry.id, kind: a.entry.kind, status: "accepted" });
-      this.o.onDecision?.(a.entry.kind, "accepted");
-    });
-    return [];
+    pass.accepted = [];
+  }
+
+  private writeSetOf(accepted: Pass["accepted"], guarded: boolean): WriteSet {
+    const owners = [...new Set(accepted.map((a) => a.row.owner.toLowerCase() as Hex))];
+    return {
+      items: accepted.map((a) => a.row),
+      tabs: accepted
+        .filter((a) => a.entry.kind === "voucher")
+        .map((a) => ({
+          device: a.row.device,
+          payee: a.row.payee,
+          token: a.row.token,
+          tabId: a.row.tabId!,
+          newestId: a.row.id,
+          newestCumulative: a.row.amount,
+        })),
+      updates: accepted
+        .filter((a) => a.supersedes)
+        .map((a) => ({ id: a.supersedes!.id, status: "superseded" as const })),
+      guard: guarded ? owners.map((owner) => ({ owner, version: this.versions.get(owner) ?? null })) : undefined,
+    };
+  }
+
+  /**
+   * Under the owners' locks: adds their pending items the ledger lacks, and marks batched ones in
+   * flight; returns the ids it holds for them that the store no longer has pending (they leave
+   * after the commit, so this pass still counts them).
+   */
+  private merge(owners: readonly Hex[], rows: readonly ItemRow[]): Hex[] {
+    const pending = new Set<Hex>();
+    for (const row of rows) {
+      pending.add(row.id);
+      if (!this.ledger.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
+      else this.ledger.setInFlight(row.id, row.status !== "accepted");
+    }
+    return owners.flatMap((o) => this.ledger.idsOf(o).filter((id) => !pending.has(id) && !this.writing.has(id)));
   }
 
   private seenVersion(o: OwnerVersion): void {

@@ -361,6 +361,44 @@ export class PostgresStore implements Store {
     return this.writes.submit(v.writeSet(set, this.now()));
   }
 
+  async admitLocked(
+    owners: readonly Hex[],
+    reload: (rows: ItemRow[]) => void,
+    decide: () => WriteSet,
+  ): Promise<WriteResult> {
+    const list = owners.map((o, i) => v.address(o, `owners[${i}]`));
+    if (this.closing)
+      throw new StoreError("CLOSED", "the store is closing: open it again", { database: this.database });
+    return this.transaction("admitting under the owners' locks", async (c, now) => {
+      const versions = await this.bumpOwners(c, list);
+      const rows =
+        list.length === 0
+          ? []
+          : (
+              await c.query(
+                "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
+                [list],
+              )
+            ).rows.map(toItem);
+      reload(rows);
+      const set = v.writeSet(decide(), now);
+      // Decisions name only the locked owners (an item's owner is its device's); any other is locked
+      // now, out of order (a deadlock then is retried whole, as any).
+      const more = set.items.map((i) => i.owner).filter((o) => !versions.has(o));
+      for (const [o, n] of await this.bumpOwners(c, more)) versions.set(o, n);
+      const items = await this.applyItems(c, set.items, now);
+      const tabs = await this.applyTabs(c, set.tabs, now);
+      const updates = await this.applyUpdates(c, set.updates, now);
+      return {
+        items,
+        tabs,
+        updates,
+        owners: [...versions].map(([owner, version]) => ({ owner: owner as Hex, version })),
+        stale: [],
+      };
+    });
+  }
+
   /**
    * Applies a group's write sets as if one after the other, in few statements: consecutive sets that
    * touch disjoint items (as items or updates) cannot see each other's effects, so such a run is

@@ -129,6 +129,8 @@ export class SqliteThreadStore implements Store {
   }
 
   write: Store["write"] = (...a) => this.call("write", ...a);
+  /** One process owns the file: `decide` runs here at once, its set goes to the thread's group commit. */
+  admitLocked: Store["admitLocked"] = (_owners, _reload, decide) => this.write(decide());
   getItem: Store["getItem"] = (...a) => this.call("getItem", ...a);
   getItems: Store["getItems"] = (...a) => this.call("getItems", ...a);
   listItems: Store["listItems"] = (...a) => this.call("listItems", ...a);

@@ -207,6 +207,11 @@ export class SqliteStore implements Store {
     return this.writes.submit(v.writeSet(set, this.now()));
   }
 
+  /** One process owns the file: nobody else admits meanwhile, so `decide` runs at once. */
+  async admitLocked(_owners: readonly Hex[], _reload: (rows: ItemRow[]) => void, decide: () => WriteSet) {
+    return this.write(decide());
+  }
+
   private applyWriteSet(set: v.NormalizedWriteSet, now: number): WriteResult {
     const insert = this.sql(
       `INSERT INTO items (id, kind, device, owner, policy_id, payee, token, amount, nonce, tab_id, deadline,

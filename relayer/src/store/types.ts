@@ -409,6 +409,14 @@ export interface Store {
 
   /** Group commit: calls arriving together share one transaction; a failed commit rejects all of them. */
   write(set: WriteSet): Promise<WriteResult>;
+  /**
+   * Admission under the owners' locks, for when a guarded write found them stale: in one
+   * transaction the store locks the owners' version rows (owner order, before any item's), hands
+   * `reload` every pending item of those owners, runs `decide` (synchronous; run again if the
+   * transaction is retried) and commits the set it returns (its guard ignored). A store one process
+   * owns runs `decide` at once and writes its set.
+   */
+  admitLocked(owners: readonly Hex[], reload: (rows: ItemRow[]) => void, decide: () => WriteSet): Promise<WriteResult>;
 
   getItem(id: Hex): Promise<ItemRow | null>;
   /** Same order as `ids`; null where unknown. */
