@@ -258,7 +258,9 @@ export class PostgresStore implements Store {
   private readonly writes: GroupCommitter<v.NormalizedWriteSet, WriteResult>;
   private readonly now: () => number;
   /** Owner versions bumped by the transaction on each client, told to listeners once it commits. */
-  private readonly bumped = new Map<ClientBase, OwnerVersion[]>();
+  private readonly bumped = new Map<ClientBase, (OwnerVersion & { settle(committed: boolean): void })[]>();
+  /** `owner:version` bumped by a transaction of ours still in flight: resolves true if it committed. */
+  private readonly inflightBumps = new Map<string, Promise<boolean>>();
   private readonly versionListeners: ((bumped: OwnerVersion[]) => void)[] = [];
   /** Recent versions this process's own commits produced, per owner (see applyGroup's guard). */
   private readonly ownBumps = new Map<string, Set<number>>();
@@ -416,17 +418,26 @@ export class PostgresStore implements Store {
     const versions = await this.bumpOwners(c, [...owners]);
     // Fresh if every version since the guard's was made by this process's own commits (its batches
     // and admissions, which its ledger already counts or follows); any other process's is stale.
-    const fresh = (g: OwnerGuard) => {
+    // A version our own transaction made may be committed at the server (this one read it) before
+    // that transaction's COMMIT answer reached us: then its outcome is awaited (it is on its way).
+    const fresh = async (g: OwnerGuard) => {
       const mine = this.ownBumps.get(g.owner);
       const before = versions.get(g.owner)! - 1;
       const from = g.version ?? 0;
       if (before < from || before - from > OWN_BUMPS_KEPT) return false;
-      for (let k = from + 1; k <= before; k++) if (!mine?.has(k)) return false;
+      for (let k = from + 1; k <= before; k++) {
+        if (mine?.has(k)) continue;
+        const landing = this.inflightBumps.get(`${g.owner}:${k}`);
+        if (!landing || !(await landing)) return false;
+      }
       return true;
     };
-    const staleOf = (set: v.NormalizedWriteSet) =>
-      set.guard.filter((g) => !fresh(g)).map((g) => ({ owner: g.owner, version: versions.get(g.owner)! }));
-    const stale = all.map(staleOf);
+    const stale: OwnerVersion[][] = [];
+    for (const set of all) {
+      const moved: OwnerVersion[] = [];
+      for (const g of set.guard) if (!(await fresh(g))) moved.push({ owner: g.owner, version: versions.get(g.owner)! });
+      stale.push(moved);
+    }
     const sets = all.filter((_, i) => stale[i].length === 0);
     const written: WriteResult[] = [];
     for (const run of disjointRuns(sets)) {
@@ -490,7 +501,22 @@ export class PostgresStore implements Store {
     );
     const out = new Map(r.rows.map((row) => [row.owner as string, row.version as number]));
     const bumped = this.bumped.get(c) ?? [];
-    for (const [owner, version] of out) bumped.push({ owner: owner as Hex, version });
+    for (const [owner, version] of out) {
+      let settle!: (committed: boolean) => void;
+      const landing = new Promise<boolean>((r) => {
+        settle = r;
+      });
+      const key = `${owner}:${version}`;
+      this.inflightBumps.set(key, landing);
+      bumped.push({
+        owner: owner as Hex,
+        version,
+        settle: (committed: boolean) => {
+          if (this.inflightBumps.get(key) === landing) this.inflightBumps.delete(key);
+          settle(committed);
+        },
+      });
+    }
     this.bumped.set(c, bumped);
     return out;
   }
@@ -1270,7 +1296,9 @@ export class PostgresStore implements Store {
         this.bumped.delete(client);
         if (bumped) {
           for (const b of bumped) this.noteOwnBump(b);
-          for (const l of this.versionListeners) l(bumped);
+          for (const b of bumped) b.settle(true);
+          const moved = bumped.map(({ owner, version }) => ({ owner, version }));
+          for (const l of this.versionListeners) l(moved);
         }
         return out;
       } catch (error) {
@@ -1286,6 +1314,8 @@ export class PostgresStore implements Store {
         if (!retry)
           throw mode === "read" ? readFailure(error, what, this.database) : failure(error, what, this.database, phase);
       } finally {
+        // Not committed (rolled back, or the commit failed): these versions were never ours.
+        for (const b of this.bumped.get(client) ?? []) b.settle(false);
         this.bumped.delete(client);
         client.removeListener("error", onError);
         client.release(broken || undefined);
