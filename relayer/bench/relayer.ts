@@ -33,7 +33,7 @@ import { HARDHAT_KEYS } from "../../scripts/lib/deploy-local";
 import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
 import { startPostgres } from "../../scripts/lib/postgres";
 import { nativeKeccak256, Verifier } from "../src/ingest/verify";
-import { PAYEES, startTestChain, USDC } from "../test/support/chain";
+import { PAYEES, startTestChain, type TestChain, USDC } from "../test/support/chain";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
@@ -85,42 +85,68 @@ function serverCpuMs(postmaster: number): number {
   return total;
 }
 
+/**
+ * Pre-signs payments of fresh devices (a new policy each call, PER_DEVICE payments per device) with
+ * native secp256k1 over the fixed-layout digest (RFC 6979: the same signatures viem makes).
+ */
+async function presigner(chain: TestChain): Promise<(count: number) => Promise<Json[]>> {
+  const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
+  const sep = domainSeparator(chain.domain, nativeKeccak256);
+  return async (count) => {
+    const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
+      maxPerPayment: USDC(10),
+      maxPerPeriod: USDC(10_000),
+      lifetimeMax: USDC(100_000),
+    });
+    const out: Json[] = [];
+    const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
+    for (let n = 0; n < PER_DEVICE; n++) {
+      for (let i = 0; i < devices.length && out.length < count; i++) {
+        const payment: Payment = {
+          payee: PAYEES[(i + n) % 3],
+          token: chain.usdc,
+          amount: 10_000n + BigInt(n),
+          nonce: BigInt(n),
+          deadline,
+          maxFee: 0n,
+          ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
+        };
+        const { signature, recid } = secp256k1.ecdsaSign(paymentDigest(sep, payment, nativeKeccak256), keys[i]);
+        out.push(
+          toSignedPaymentJson(payment, `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}`),
+        );
+      }
+    }
+    return out;
+  };
+}
+
+/** Starts `machinepay relayer start --config FILE` and waits for /healthz. */
+async function startRelayerProcess(configFile: string, port: number, nodeArgs: string[] = []): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    [...nodeArgs, join(__dirname, "..", "bin", "machinepay.js"), "relayer", "start", "--config", configFile],
+    { stdio: ["ignore", "inherit", "inherit"] },
+  );
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
+    } catch {}
+    if (i > 300) {
+      child.kill("SIGKILL");
+      throw new Error("relayer did not start");
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
 async function main() {
   const counts = scaleOutArgs(process.argv.slice(2));
   if (counts) return scaleOut(counts);
   const chain = await startTestChain();
   let child: ChildProcess | undefined;
   try {
-    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
-    const sep = domainSeparator(chain.domain, nativeKeccak256);
-    // Pre-sign with native secp256k1 over the fixed-layout digest (RFC 6979: the same signatures viem makes).
-    async function presign(count: number): Promise<Json[]> {
-      const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
-        maxPerPayment: USDC(10),
-        maxPerPeriod: USDC(10_000),
-        lifetimeMax: USDC(100_000),
-      });
-      const out: Json[] = [];
-      const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
-      for (let n = 0; n < PER_DEVICE; n++) {
-        for (let i = 0; i < devices.length && out.length < count; i++) {
-          const payment: Payment = {
-            payee: PAYEES[(i + n) % 3],
-            token: chain.usdc,
-            amount: 10_000n + BigInt(n),
-            nonce: BigInt(n),
-            deadline,
-            maxFee: 0n,
-            ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
-          };
-          const digest = paymentDigest(sep, payment, nativeKeccak256);
-          const { signature, recid } = secp256k1.ecdsaSign(digest, keys[i]);
-          const sig = `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}` as Hex;
-          out.push(toSignedPaymentJson(payment, sig));
-        }
-      }
-      return out;
-    }
+    const presign = await presigner(chain);
 
     // Verify-only, one core, same run.
     const sample = await presign(2_000);
@@ -172,27 +198,11 @@ async function main() {
         limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 1_000_000, itemsPerRequest: 1000 },
       }),
     );
-    child = spawn(
-      process.execPath,
-      [
-        ...(process.env.PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE] : []),
-        join(__dirname, "..", "bin", "machinepay.js"),
-        "relayer",
-        "start",
-        "--config",
-        configFile,
-      ],
-      {
-        stdio: ["ignore", "inherit", "inherit"],
-      },
+    child = await startRelayerProcess(
+      configFile,
+      port,
+      process.env.PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE] : [],
     );
-    for (let i = 0; ; i++) {
-      try {
-        if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-      } catch {}
-      if (i > 300) throw new Error("relayer did not start");
-      await new Promise((r) => setTimeout(r, 200));
-    }
 
     const run = async (payments: Json[], perRequest: number, rate?: number) => {
       const bodies: string[] = [];
@@ -277,35 +287,7 @@ async function scaleOut(counts: number[]) {
   const chain = await startTestChain();
   const children: ChildProcess[] = [];
   try {
-    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
-    const sep = domainSeparator(chain.domain, nativeKeccak256);
-    async function presign(count: number): Promise<Json[]> {
-      const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
-        maxPerPayment: USDC(10),
-        maxPerPeriod: USDC(10_000),
-        lifetimeMax: USDC(100_000),
-      });
-      const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
-      const out: Json[] = [];
-      for (let n = 0; n < PER_DEVICE; n++) {
-        for (let i = 0; i < devices.length && out.length < count; i++) {
-          const payment: Payment = {
-            payee: PAYEES[(i + n) % 3],
-            token: chain.usdc,
-            amount: 10_000n + BigInt(n),
-            nonce: BigInt(n),
-            deadline,
-            maxFee: 0n,
-            ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
-          };
-          const { signature, recid } = secp256k1.ecdsaSign(paymentDigest(sep, payment, nativeKeccak256), keys[i]);
-          out.push(
-            toSignedPaymentJson(payment, `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}`),
-          );
-        }
-      }
-      return out;
-    }
+    const presign = await presigner(chain);
     const query = async (text: string) => {
       const { Client } = await import("pg");
       const c = new Client({ connectionString: pg.url });
@@ -347,23 +329,10 @@ async function scaleOut(counts: number[]) {
             limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 1_000_000, itemsPerRequest: 1000 },
           }),
         );
-        const child = spawn(
-          process.execPath,
-          [join(__dirname, "..", "bin", "machinepay.js"), "relayer", "start", "--config", configFile],
-          {
-            stdio: ["ignore", "inherit", "inherit"],
-          },
-        );
+        const child = await startRelayerProcess(configFile, port);
         children.push(child);
         pids.push(child.pid!);
         ports.push(port);
-        for (let t = 0; ; t++) {
-          try {
-            if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) break;
-          } catch {}
-          if (t > 300) throw new Error("relayer did not start");
-          await new Promise((r) => setTimeout(r, 200));
-        }
       }
       for (const [label, perRequest, count] of [
         ["100 per request", 100, P100],
