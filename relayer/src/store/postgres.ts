@@ -105,6 +105,9 @@ const TYPES = {
 // Durability is the session's setting: a synchronous_commit = off in the database, the role or the URL must
 // not weaken it. One simple-protocol query: no extra round trip.
 const BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = on";
+/** Pending items of some owners ($1), as ingest's ledger counts them. */
+const OWNERS_PENDING =
+  "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq";
 /** Versions of one owner remembered as this process's own, and owners remembered. */
 const OWN_BUMPS_KEPT = 256;
 const OWN_BUMP_OWNERS = 100_000;
@@ -373,15 +376,7 @@ export class PostgresStore implements Store {
       throw new StoreError("CLOSED", "the store is closing: open it again", { database: this.database });
     return this.transaction("admitting under the owners' locks", async (c, now) => {
       const versions = await this.bumpOwners(c, list);
-      const rows =
-        list.length === 0
-          ? []
-          : (
-              await c.query(
-                "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
-                [list],
-              )
-            ).rows.map(toItem);
+      const rows = list.length === 0 ? [] : (await c.query(OWNERS_PENDING, [list])).rows.map(toItem);
       reload(rows);
       const set = v.writeSet(decide(), now);
       // Decisions name only the locked owners (an item's owner is its device's); any other is locked
@@ -684,11 +679,7 @@ export class PostgresStore implements Store {
   async pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]> {
     if (owners !== undefined) {
       const only = owners.map((o, i) => v.address(o, `owners[${i}]`));
-      const rows = await this.query(
-        "reading owners' pending items",
-        "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq",
-        [only],
-      );
+      const rows = await this.query("reading owners' pending items", OWNERS_PENDING, [only]);
       return rows.map(toItem);
     }
     const rows = await this.query(
