@@ -1,10 +1,10 @@
 /**
  * Scale-out: three relayer processes, each with its own sender key, on one PostgreSQL database
- * and one `hardhat node`, with load spread over all three from this process. One device pays
- * through all three at once (admission must hold its caps across instances); one instance is
- * killed with SIGKILL right after broadcasting a batch and stays down past its lease (the others
- * must watch its transaction to its receipt and take over its devices); another has its database
- * connections killed. At the end the three sets of the reliability suite are compared: what was
+ * and one `hardhat node`, with load spread over every live one from this process. Instance 0 takes
+ * the first items alone and is killed by its own fault (SIGKILL) right after broadcasting their
+ * batch, and stays down past its lease (the others must watch its transaction to its receipt and
+ * take over its devices); one device then pays through the two others at once (admission must
+ * hold its caps across instances); one of them has its database connections killed. At the end the three sets of the reliability suite are compared: what was
  * answered accepted, what settled on chain (events), what the store says; and no item is in two
  * batches that both landed.
  */
@@ -130,8 +130,6 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
     };
     // Instance 0 dies right after broadcasting its first batch (a named fault stage).
     await start(instances[0], "after-broadcast:1");
-    await start(instances[1]);
-    await start(instances[2]);
 
     // ---- load: items in rounds, each round's requests spread over every live instance ----
     const accepted = new Map<number, Hex>();
@@ -151,6 +149,12 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       });
     };
     const order = [...items.keys()];
+    // Instance 0 gets the first items alone, so its batcher (not another's) claims their devices and
+    // its fault fires on that batch's broadcast, while the others start and the load goes on.
+    await post(instances[0], order.filter((i) => !items[i].capped).slice(0, 30));
+    await start(instances[1]);
+    await start(instances[2]);
+    for (let t = 0; t < 200 && instances[0].p?.signalCode === null; t++) await new Promise((r) => setTimeout(r, 50));
     let round = 0;
     let killedAt = 0; // when instance 0's own fault killed it
     let connectionsKilled = false;
