@@ -1,10 +1,12 @@
 /**
  * Scale-out: three relayer processes, each with its own sender key, on one PostgreSQL database
- * and one `hardhat node`, with load spread over every live one from this process. Instance 0 takes
- * the first items alone and is killed by its own fault (SIGKILL) right after broadcasting their
- * batch, and stays down past its lease (the others must watch its transaction to its receipt and
- * take over its devices); one device then pays through the two others at once (admission must
- * hold its caps across instances); one of them has its database connections killed. At the end the three sets of the reliability suite are compared: what was
+ * and one `hardhat node`, with load spread over every live one from this process, in two runs:
+ *  - "kill": instance 0 takes the first items alone and is killed by its own fault (SIGKILL) right
+ *    after broadcasting their batch, and stays down past its lease (the others must watch its
+ *    transaction to its receipt and take over its devices), then restarts;
+ *  - "connections": instance 0's database sessions are terminated three times while it batches.
+ * In both, one device pays through every live instance at once (admission must hold its caps
+ * across instances). At the end the three sets of the reliability suite are compared: what was
  * answered accepted, what settled on chain (events), what the store says; and no item is in two
  * batches that both landed.
  */
@@ -38,18 +40,25 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
   let pg: PostgresServer;
   let chain: TestChain;
   const instances: Instance[] = [];
+  const spawned: ChildProcess[] = []; // every process either run started, stopped at the end
 
   before(async function () {
     pg = await requirePostgres(this);
     chain = await startTestChain();
   });
   after(async () => {
-    for (const i of instances) if (i.p) await stopProcess(i.p);
+    for (const p of spawned) await stopProcess(p);
     await chain?.stop();
   });
 
-  it("3 instances, one killed mid-batch and one losing its database connections: 0 lost, 0 twice, caps held", async () => {
+  /**
+   * One chaos run on a fresh schema. "kill": instance 0 is SIGKILLed by its own fault right after its
+   * first broadcast, stays down past its lease, then restarts. "connections": every instance stays
+   * up; instance 0's database sessions are terminated three times while it batches.
+   */
+  const chaos = async (mode: "kill" | "connections") => {
     const { schema, url } = await newSchema(pg);
+    instances.length = 0;
     for (let n = 0; n < INSTANCES; n++) {
       const name = `relayer-${n}`;
       const port = await freePort();
@@ -82,7 +91,8 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       lifetimeMax: USDC(100_000),
     });
     const capped = (await chain.fleet(1, { maxPerPayment: USDC(1), maxPerPeriod: CAPPED_PERIOD_CAP })).devices[0];
-    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
+    const runStart = await chain.client.getBlock(); // this run's events only (both runs share the chain)
+    const deadline = runStart.timestamp + 7_200n;
     const items: Item[] = [];
     const sign = async (d: PrivateKeyAccount, nonce: number, amount: bigint, isCapped: boolean) => {
       const payment: Payment = {
@@ -115,6 +125,7 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       let err = "";
       p.stderr!.on("data", (c) => (err = (err + c).slice(-4000)));
       inst.p = p;
+      spawned.push(p);
       inst.exited = new Promise((r) => p.once("exit", r));
       const until = Date.now() + 60_000;
       for (;;) {
@@ -129,7 +140,7 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       }
     };
     // Instance 0 dies right after broadcasting its first batch (a named fault stage).
-    await start(instances[0], "after-broadcast:1");
+    await start(instances[0], mode === "kill" ? "after-broadcast:1" : "");
 
     // ---- load: items in rounds, each round's requests spread over every live instance ----
     const accepted = new Map<number, Hex>();
@@ -154,10 +165,12 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
     await post(instances[0], order.filter((i) => !items[i].capped).slice(0, 30));
     await start(instances[1]);
     await start(instances[2]);
-    for (let t = 0; t < 200 && instances[0].p?.signalCode === null; t++) await new Promise((r) => setTimeout(r, 50));
+    if (mode === "kill") {
+      for (let t = 0; t < 200 && instances[0].p?.signalCode === null; t++) await new Promise((r) => setTimeout(r, 50));
+    }
     let round = 0;
     let killedAt = 0; // when instance 0's own fault killed it
-    let connectionsKilled = false;
+    let connectionKills = 0; // instance 0's sessions terminated (mode "connections")
     while (answered.size < items.length) {
       const todo = order.filter((i) => !answered.has(i)).slice(0, 30);
       const targets = live();
@@ -171,9 +184,12 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
         ),
       );
       round++;
-      if (!connectionsKilled && round === 6) {
-        await sql(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'relayer-1'");
-        connectionsKilled = true;
+      if (mode === "connections" && round % 3 === 0 && connectionKills < 3) {
+        const r = await sql(
+          pg,
+          "SELECT pg_terminate_backend(pid) AS t FROM pg_stat_activity WHERE application_name = 'relayer-0'",
+        );
+        if (r.length > 0) connectionKills++;
       }
       if (!killedAt && instances[0].p?.signalCode) killedAt = Date.now();
       await new Promise((r) => setTimeout(r, 30));
@@ -181,8 +197,10 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
     }
     // ---- instance 0 stays down past its lease: the others follow its batch and take its devices ----
     const diedByFault = killedAt > 0 || instances[0].p?.signalCode === "SIGKILL";
-    if (!diedByFault) instances[0].p?.kill("SIGKILL");
-    await instances[0].exited;
+    if (mode === "kill") {
+      if (!diedByFault) instances[0].p?.kill("SIGKILL");
+      await instances[0].exited;
+    }
     const statusOf = async (inst: Instance, id: Hex) =>
       ((await (await fetch(`http://127.0.0.1:${inst.port}/v1/payments/${id}`)).json()) as { status: string }).status;
     const waitSettled = async (timeoutMs: number) => {
@@ -203,12 +221,13 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       `SELECT b.status, count(*)::int AS n FROM ${schema}.batches b WHERE b.sender = $1 GROUP BY b.status`,
       [privateKeyToAccount(HARDHAT_KEYS[5]).address.toLowerCase()],
     );
-    await start(instances[0]);
+    if (mode === "kill") await start(instances[0]);
     const unsettled = await waitSettled(60_000);
+    const aliveAtEnd = live().length;
     for (const inst of instances) if (inst.p) await stopProcess(inst.p);
 
     // ---- three sets ----
-    const logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: 0n });
+    const logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: runStart.number });
     const settledKeys: string[] = [];
     for (const log of logs) {
       const e = decodeMachinePayLog(log as never);
@@ -248,7 +267,7 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       `SELECT sender, count(*)::int AS n FROM ${schema}.batches WHERE status = 'confirmed' GROUP BY sender ORDER BY sender`,
     );
     console.log(
-      `      ${accepted.size} of ${items.length} accepted over ${round} rounds; ${onChain.size} settled on chain; ` +
+      `      [${mode}] ${accepted.size} of ${items.length} accepted over ${round} rounds; ${onChain.size} settled on chain; ` +
         `lost ${lost}, settled twice ${twice}, store disagrees ${disagree}, in two landed batches ${doubled.length}; ` +
         `capped device: ${cappedAccepted} accepted, ${cappedSpend} of its cap ${CAPPED_PERIOD_CAP}; ` +
         `confirmed batches per instance ${instances
@@ -257,11 +276,16 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
             return `${n}: ${bySender.find((r) => r.sender === sender)?.n ?? 0}`;
           })
           .join(", ")}; ` +
-        `instance 0's batches while it was down: ${batchesOfZero.map((r) => `${r.n} ${r.status}`).join(", ")}`,
+        (mode === "kill"
+          ? `instance 0's batches while it was down: ${batchesOfZero.map((r) => `${r.n} ${r.status}`).join(", ")}`
+          : `instance 0's sessions terminated ${connectionKills} times, its batches: ${batchesOfZero.map((r) => `${r.n} ${r.status}`).join(", ")}`),
     );
-    expect(unsettledWithoutZero, "accepted items the survivors did not settle while instance 0 was down").to.deep.equal(
-      [],
-    );
+    expect(
+      unsettledWithoutZero,
+      mode === "kill"
+        ? "accepted items the survivors did not settle while instance 0 was down"
+        : "accepted items not settled",
+    ).to.deep.equal([]);
     expect(unsettled).to.deep.equal([]);
     expect(lost).to.equal(0);
     expect(twice).to.equal(0);
@@ -270,6 +294,11 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
     expect(cappedSpend <= CAPPED_PERIOD_CAP, "the capped device was accepted beyond its period cap").to.equal(true);
     expect(cappedAccepted).to.be.greaterThan(0);
     expect(cappedNonces.size, "two payments of one nonce accepted (through two instances)").to.equal(cappedAccepted);
+    if (mode === "connections") {
+      expect(connectionKills, "instance 0's sessions were not terminated").to.equal(3);
+      expect(aliveAtEnd, "an instance died of its lost connections").to.equal(INSTANCES);
+      return;
+    }
     // Instance 0 died holding a broadcast batch (its fault fired right after the broadcast, before it
     // recorded it); the survivors followed that batch to its end while instance 0 was down.
     expect(diedByFault, "instance 0's fault did not fire during the load").to.equal(true);
@@ -278,5 +307,13 @@ describe("several relayers on one PostgreSQL: no over-acceptance, no overlap, no
       "instance 0 sent no batch before it died",
     ).to.be.greaterThan(0);
     expect(batchesOfZero.filter((r) => ["created", "sent", "mined"].includes(r.status))).to.deep.equal([]);
+  };
+
+  it("3 instances, one SIGKILLed mid-batch, down past its lease, restarted: 0 lost, 0 twice, caps held", async () => {
+    await chaos("kill");
+  });
+
+  it("3 instances, one losing its database connections mid-batch (3 times): 0 lost, 0 twice, caps held", async () => {
+    await chaos("connections");
   });
 });

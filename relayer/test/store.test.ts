@@ -1704,9 +1704,9 @@ describe("relayer store: PostgreSQL only", () => {
           let seen = -1;
           return stores[k % 3]
             .admitLocked(
-              [OWNER],
-              (rows) => {
-                seen = rows.length;
+              [{ owner: OWNER, version: null }],
+              (read) => {
+                seen = read.rows.length;
               },
               () => (seen < CAP ? { items: [payment()] } : {}),
             )
@@ -1720,6 +1720,48 @@ describe("relayer store: PostgreSQL only", () => {
       expect(
         (await stores[1].write({ items: [payment()], guard: [{ owner: OWNER, version: null }] })).stale,
       ).to.have.length(1);
+    });
+
+    it("admitLocked and ownerItems with a known version hand over only the items changed after it, those that left pending too", async () => {
+      const [a, b] = [await open(), await open()];
+      const items = [payment(), payment(), payment()];
+      const v1 = (await a.write({ items, guard: [{ owner: OWNER, version: null }] })).owners[0].version;
+      const other = await a.write({ items: [payment({ owner: OWNER_B, device: DEVICE_B })], guard: [] });
+      expect(other.items[0].inserted).to.equal(true);
+      await b.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: [items[0].id] });
+      await b.write({ updates: [{ id: items[1].id, status: "rejected", reason: "X", message: "refused" }] });
+      const since = await a.ownerItems([{ owner: OWNER, version: v1 }]);
+      expect(since.since.get(OWNER.toLowerCase())).to.equal(v1);
+      expect(since.rows.map((r) => [r.id, r.status])).to.deep.equal([
+        [items[0].id, "batched"],
+        [items[1].id, "rejected"],
+      ]);
+      // Unknown version: the whole pending set; several owners at once, each from its own version.
+      const whole = await a.ownerItems([
+        { owner: OWNER, version: null },
+        { owner: OWNER_B, version: 0 },
+      ]);
+      expect(whole.rows.map((r) => r.id).sort()).to.deep.equal([items[0].id, items[2].id, other.items[0].id].sort());
+      expect([...whole.since]).to.deep.equal([[OWNER_B.toLowerCase(), 0]]);
+      // Nothing changed after the newest version: nothing to read.
+      const newest = (await a.ownerChanges(null)).owners.find((o) => o.owner === OWNER)!.version;
+      expect((await a.ownerItems([{ owner: OWNER, version: newest }])).rows).to.deep.equal([]);
+      // Under the lock the same view, and its own admission is stamped above it.
+      let locked: string[] = [];
+      const added = payment();
+      const r = await b.admitLocked(
+        [{ owner: OWNER, version: v1 }],
+        (read) => {
+          locked = read.rows.map((x) => x.id);
+        },
+        () => ({ items: [added] }),
+      );
+      expect(locked).to.deep.equal([items[0].id, items[1].id]);
+      expect((await a.ownerItems([{ owner: OWNER, version: newest }])).rows.map((x) => x.id)).to.deep.equal([added.id]);
+      expect(r.owners[0].version).to.equal(newest + 1);
+      const bad = await rejection(a.ownerItems([{ owner: OWNER, version: -1 }]));
+      expect(bad.code).to.equal("INVALID_INPUT");
+      expect(bad.message).to.match(/owners\[0\]\.version/);
     });
 
     it("guarded writes racing from several relayers for one owner: exactly one wins each round", async () => {

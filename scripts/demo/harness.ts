@@ -87,6 +87,8 @@ export type StartEnvironmentParameters = {
   useCli?: boolean;
   /** The RPC URL the relayer is given, from the node's (a benchmark puts a timing proxy between them). */
   relayerRpc?: (nodeUrl: string) => string;
+  /** The relayer's store, given as `--store` (default: a SQLite file in the temp dir); a postgres:// URL works too. */
+  store?: string;
 };
 
 export type DemoEnvironment = {
@@ -200,6 +202,7 @@ export async function startEnvironment({
   escrow = USDC(50_000),
   useCli = true,
   relayerRpc = (url) => url,
+  store,
 }: StartEnvironmentParameters = {}): Promise<DemoEnvironment> {
   const settings = { ...DEFAULT_RELAYER, ...relayerOverrides };
   const dir = mkdtempSync(join(tmpdir(), "machinepay-demo-"));
@@ -380,7 +383,8 @@ export async function startEnvironment({
     chmodSync(configFile, 0o600);
     const relayerLog = join(dir, "relayer.log");
     const fd = openSync(relayerLog, "a");
-    relayerProcess = spawn(process.execPath, [CLI, "relayer", "start", "--config", configFile], {
+    const storeFlag = store === undefined ? [] : ["--store", store]; // the flag overrides the file's store
+    relayerProcess = spawn(process.execPath, [CLI, "relayer", "start", "--config", configFile, ...storeFlag], {
       cwd: ROOT,
       stdio: ["ignore", fd, fd],
     });
@@ -389,7 +393,7 @@ export async function startEnvironment({
     const relayerUrl = `http://127.0.0.1:${port}`;
     await waitReady(relayerUrl, relayerProcess, relayerLog);
     log(
-      `relayer ${relayerUrl} (pid ${relayerProcess.pid}; SQLite in ${dir}; sender: Hardhat's public test key #1; ` +
+      `relayer ${relayerUrl} (pid ${relayerProcess.pid}; ${store?.startsWith("postgres") ? "PostgreSQL" : `SQLite in ${dir}`}; sender: Hardhat's public test key #1; ` +
         `batches close after ${settings.batchMaxAgeMs} ms; ${settings.confirmations} confirmation)`,
     );
 

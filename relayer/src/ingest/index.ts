@@ -9,7 +9,17 @@ import { type Address, type Hex, itemId } from "@machinepay/sdk";
 import type { ChainClock } from "../chain/clock";
 import type { ChainState } from "../chain/state";
 import { crashPoint } from "../faults";
-import type { ItemRow, NewItem, OwnerVersion, Store, WriteResult, WriteSet } from "../store/types";
+import {
+  type ItemRow,
+  type ItemStatus,
+  type NewItem,
+  type OwnerItems,
+  type OwnerVersion,
+  PENDING_ITEM_STATUSES,
+  type Store,
+  type WriteResult,
+  type WriteSet,
+} from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
 import { type Candidate, decide, gatherSnapshot, type Snapshot, type Window } from "./rules";
 import { nativeKeccak256, type Verifier, type VerifyItem } from "./verify";
@@ -91,6 +101,8 @@ export class Ingest {
   private readonly writing = new Set<Hex>();
   /** One set per re-read under way: ids whose write ended meanwhile (the read may predate them). */
   private readonly reloading = new Set<Set<Hex>>();
+  /** One set per re-read under way: ids that finished here meanwhile (the read may show them pending). */
+  private readonly finishing = new Set<Set<Hex>>();
   /** Cursor of `ownerChanges`; null where the store keeps no versions. */
   private changes: string | null = null;
 
@@ -241,9 +253,10 @@ export class Ingest {
       } else {
         const owners = [...new Set(snapshots.flatMap((s) => (s.policy ? [s.policy.owner.toLowerCase() as Hex] : [])))];
         result = await this.o.store.admitLocked(
-          owners,
-          (rows) => {
-            leaving = this.merge(owners, rows);
+          // What changed since the versions the ledger reflects (the store reads only that).
+          owners.map((owner) => ({ owner, version: this.versions.get(owner) ?? null })),
+          (read) => {
+            leaving = this.merge(owners, read);
           },
           () => decideNow(false),
         );
@@ -389,16 +402,27 @@ export class Ingest {
   /**
    * Under the owners' locks: adds their pending items the ledger lacks, and marks batched ones in
    * flight; returns the ids it holds for them that the store no longer has pending (they leave
-   * after the commit, so this pass still counts them).
+   * after the commit, so this pass still counts them). An owner read whole: every id the ledger
+   * holds that is not among its pending rows; an owner read since a version: the ids among its
+   * changed rows that left pending.
    */
-  private merge(owners: readonly Hex[], rows: readonly ItemRow[]): Hex[] {
+  private merge(owners: readonly Hex[], read: OwnerItems): Hex[] {
     const pending = new Set<Hex>();
-    for (const row of rows) {
-      pending.add(row.id);
-      if (!this.ledger.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
-      else this.ledger.setInFlight(row.id, row.status !== "accepted");
+    const leaving: Hex[] = [];
+    for (const row of read.rows) {
+      if (isPending(row.status)) {
+        pending.add(row.id);
+        if (!this.ledger.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
+        else this.ledger.setInFlight(row.id, row.status !== "accepted");
+      } else if (this.ledger.has(row.id) && !this.writing.has(row.id)) {
+        leaving.push(row.id);
+      }
     }
-    return owners.flatMap((o) => this.ledger.idsOf(o).filter((id) => !pending.has(id) && !this.writing.has(id)));
+    for (const o of owners) {
+      if (read.since.has(o.toLowerCase())) continue;
+      for (const id of this.ledger.idsOf(o)) if (!pending.has(id) && !this.writing.has(id)) leaving.push(id);
+    }
+    return leaving;
   }
 
   private seenVersion(o: OwnerVersion): void {
@@ -407,41 +431,57 @@ export class Ingest {
   }
 
   /**
-   * Replaces what the ledger holds for these owners with the store's pending items (entries of
-   * writes still in flight stay). Entries that left (settled or rejected by another relayer) also
-   * leave the chain cache, so the next snapshot sees their settlement: never counted by neither.
+   * Brings what the ledger holds for these owners up to the store: for an owner whose version the
+   * ledger knows, only the items changed since (the store stamps each row with the version that
+   * last changed it); for another, all its pending items replace what the ledger holds. Entries of
+   * writes still in flight stay; an item that finished here while the read was under way is not
+   * brought back (the read may predate its end). Entries that left (settled or rejected by another
+   * relayer) also leave the chain cache, so the next snapshot sees their settlement: never counted
+   * by neither.
    */
   private async reloadOwners(owners: readonly OwnerVersion[]): Promise<void> {
     if (owners.length === 0) return;
     // Entries whose write is in flight now, or ends while we read, may be missing from what we read.
     const protect = new Set(this.writing);
+    const gone = new Set<Hex>();
     this.reloading.add(protect);
-    let rows: ItemRow[];
+    this.finishing.add(gone);
+    let read: OwnerItems;
     try {
-      rows = await this.o.store.pendingItems(owners.map((o) => o.owner));
+      read = await this.o.store.ownerItems(
+        owners.map((o) => ({ owner: o.owner, version: this.versions.get(o.owner.toLowerCase()) ?? null })),
+      );
     } finally {
       this.reloading.delete(protect);
+      this.finishing.delete(gone);
     }
     const byOwner = new Map<string, ItemRow[]>();
-    for (const row of rows) {
+    for (const row of read.rows) {
       const k = row.owner.toLowerCase();
       const list = byOwner.get(k);
       if (list) list.push(row);
       else byOwner.set(k, [row]);
     }
     let dropped = 0;
+    const drop = (id: Hex) => {
+      if (this.writing.has(id) || protect.has(id)) return;
+      const e = this.ledger.remove(id);
+      if (!e) return;
+      dropped++;
+      this.o.chain.invalidateDevice?.(e.device as Address);
+    };
     for (const o of owners) {
-      const fresh = byOwner.get(o.owner.toLowerCase()) ?? [];
-      const keep = new Set(fresh.map((r) => r.id));
-      for (const id of this.ledger.idsOf(o.owner)) {
-        if (this.writing.has(id) || protect.has(id)) continue;
-        const e = this.ledger.remove(id)!;
-        if (!keep.has(id)) {
-          dropped++;
-          this.o.chain.invalidateDevice?.(e.device as Address);
-        }
+      const key = o.owner.toLowerCase();
+      const rows = byOwner.get(key) ?? [];
+      if (!read.since.has(key)) {
+        const keep = new Set(rows.map((r) => r.id));
+        for (const id of this.ledger.idsOf(o.owner)) if (!keep.has(id)) drop(id);
       }
-      for (const row of fresh) if (!this.ledger.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
+      for (const row of rows) {
+        if (!isPending(row.status)) drop(row.id);
+        else if (this.ledger.has(row.id)) this.ledger.setInFlight(row.id, row.status !== "accepted");
+        else if (!gone.has(row.id)) this.ledger.add(entryOf(row, row.status !== "accepted"));
+      }
       this.o.chain.invalidateOwner?.(o.owner);
       this.seenVersion(o);
     }
@@ -485,6 +525,7 @@ export class Ingest {
     for (const id of superseded) {
       this.ledger.handOver(id);
       this.ledger.remove(id);
+      for (const g of this.finishing) g.add(id);
     }
   }
 
@@ -497,9 +538,13 @@ export class Ingest {
     for (const id of ids) {
       if (rejected.has(id)) this.ledger.handOver(id);
       this.ledger.remove(id);
+      for (const g of this.finishing) g.add(id);
     }
   }
 }
+
+const PENDING = new Set<ItemStatus>(PENDING_ITEM_STATUSES);
+const isPending = (status: ItemStatus) => PENDING.has(status);
 
 function candidateOf(item: VerifyItem, device: Address, relayerFee: bigint): Candidate {
   if (item.kind === "payment") {

@@ -204,6 +204,15 @@ export const MIGRATIONS: readonly Migration[] = [
       ) STRICT;
     `,
   },
+  {
+    version: 4,
+    name: "items carry the owner version that last changed them (PostgreSQL re-reads only what changed)",
+    // One logical schema: the column exists here too, unused (one process owns a SQLite file, so
+    // it never re-reads another's changes).
+    up: `
+      ALTER TABLE items ADD COLUMN owner_version INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
 ];
 
 /** The schema version this code writes. */

@@ -193,6 +193,28 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
       CREATE INDEX items_owner_pending ON items (owner) WHERE status IN ('accepted', 'batched', 'submitted');
     `,
   },
+  {
+    version: 4,
+    name: "items carry the owner version that last changed them (PostgreSQL re-reads only what changed)",
+    // Every insert or update of an item stamps it with its owner's version as the writing
+    // transaction sees it: the version that transaction bumped (it holds the owner's row, so no
+    // other can bump it meanwhile), hence versions stamp in commit order. A relayer whose ledger
+    // reflects version V of an owner re-reads only the rows stamped above V. search_path is pinned
+    // to this schema at creation (the body names owner_versions unqualified).
+    up: `
+      ALTER TABLE items ADD COLUMN owner_version BIGINT NOT NULL DEFAULT 0;
+      UPDATE items SET owner_version = coalesce((SELECT v.version FROM owner_versions v WHERE v.owner = items.owner), 0);
+      CREATE INDEX items_owner_version ON items (owner, owner_version);
+      CREATE FUNCTION machinepay_stamp_owner_version() RETURNS trigger LANGUAGE plpgsql
+        SET search_path FROM CURRENT AS $$
+      BEGIN
+        NEW.owner_version := coalesce((SELECT v.version FROM owner_versions v WHERE v.owner = NEW.owner), 0);
+        RETURN NEW;
+      END $$;
+      CREATE TRIGGER items_stamp_owner_version BEFORE INSERT OR UPDATE ON items
+        FOR EACH ROW EXECUTE FUNCTION machinepay_stamp_owner_version();
+    `,
+  },
 ];
 
 /** The schema version this code writes (the same number as SQLite's SCHEMA_VERSION). */

@@ -52,6 +52,7 @@ import {
   type NewOwnerMessage,
   type OwnerChanges,
   type OwnerGuard,
+  type OwnerItems,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -108,6 +109,12 @@ const BEGIN_WRITE = "BEGIN; SET LOCAL synchronous_commit = on";
 /** Pending items of some owners ($1), as ingest's ledger counts them. */
 const OWNERS_PENDING =
   "SELECT * FROM items WHERE owner = ANY($1::text[]) AND status IN ('accepted', 'batched', 'submitted') ORDER BY seq";
+/**
+ * Items of owners ($1) changed after a version each ($2, same order; migration 4 stamps every row
+ * with the version of the transaction that last wrote it), whatever their status now.
+ */
+const OWNERS_CHANGED = `SELECT i.* FROM unnest($1::text[], $2::bigint[]) AS o(owner, after)
+  JOIN items i ON i.owner = o.owner AND i.owner_version > o.after ORDER BY i.seq`;
 /** Versions of one owner remembered as this process's own, and owners remembered. */
 const OWN_BUMPS_KEPT = 256;
 const OWN_BUMP_OWNERS = 100_000;
@@ -367,17 +374,20 @@ export class PostgresStore implements Store {
   }
 
   async admitLocked(
-    owners: readonly Hex[],
-    reload: (rows: ItemRow[]) => void,
+    owners: readonly OwnerGuard[],
+    reload: (read: OwnerItems) => void,
     decide: () => WriteSet,
   ): Promise<WriteResult> {
-    const list = owners.map((o, i) => v.address(o, `owners[${i}]`));
+    const known = this.knownVersions(owners);
     if (this.closing)
       throw new StoreError("CLOSED", "the store is closing: open it again", { database: this.database });
     return this.transaction("admitting under the owners' locks", async (c, now) => {
-      const versions = await this.bumpOwners(c, list);
-      const rows = list.length === 0 ? [] : (await c.query(OWNERS_PENDING, [list])).rows.map(toItem);
-      reload(rows);
+      const versions = await this.bumpOwners(
+        c,
+        known.map((o) => o.owner),
+      );
+      // Under the owners' locks: nothing of theirs changes until this commits.
+      reload(await this.readOwnerItems(c, known));
       const set = v.writeSet(decide(), now);
       // Decisions name only the locked owners (an item's owner is its device's); any other is locked
       // now, out of order (a deadlock then is retried whole, as any).
@@ -674,6 +684,43 @@ export class PostgresStore implements Store {
     const page = rows.slice(0, limit);
     const next = more ? String(page[page.length - 1].page_key) : null;
     return { rows: page.map(toItem), next };
+  }
+
+  async ownerItems(owners: readonly OwnerGuard[]): Promise<OwnerItems> {
+    const known = this.knownVersions(owners);
+    return this.read("reading owners' changed items", (c) => this.readOwnerItems(c, known));
+  }
+
+  private knownVersions(owners: readonly OwnerGuard[]): { owner: string; version: number | null }[] {
+    return owners.map((o, i) => {
+      const owner = v.address(o.owner, `owners[${i}].owner`);
+      if (o.version !== null && !(Number.isSafeInteger(o.version) && o.version >= 0)) {
+        throw new StoreError(
+          "INVALID_INPUT",
+          `owners[${i}].version must be a version from this store, got ${o.version}`,
+          {
+            field: `owners[${i}].version`,
+          },
+        );
+      }
+      return { owner, version: o.version };
+    });
+  }
+
+  /** Owners with a version: their rows changed after it; the others: their pending items. */
+  private async readOwnerItems(
+    c: ClientBase,
+    owners: readonly { owner: string; version: number | null }[],
+  ): Promise<OwnerItems> {
+    const full = owners.filter((o) => o.version === null).map((o) => o.owner);
+    const delta = owners.filter((o) => o.version !== null);
+    const rows: ItemRow[] = [];
+    if (full.length > 0) for (const r of (await c.query(OWNERS_PENDING, [full])).rows) rows.push(toItem(r));
+    if (delta.length > 0) {
+      const r = await c.query(OWNERS_CHANGED, [delta.map((o) => o.owner), delta.map((o) => o.version)]);
+      for (const row of r.rows) rows.push(toItem(row));
+    }
+    return { rows, since: new Map(delta.map((o) => [o.owner.toLowerCase(), o.version!])) };
   }
 
   async pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]> {

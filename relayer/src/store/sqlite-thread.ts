@@ -135,6 +135,10 @@ export class SqliteThreadStore implements Store {
   getItems: Store["getItems"] = (...a) => this.call("getItems", ...a);
   listItems: Store["listItems"] = (...a) => this.call("listItems", ...a);
   pendingItems: Store["pendingItems"] = (...a) => this.call("pendingItems", ...a);
+  ownerItems: Store["ownerItems"] = async (owners) => ({
+    rows: await this.pendingItems(owners.map((o) => o.owner)),
+    since: new Map(),
+  });
   readyItems: Store["readyItems"] = (...a) => this.call("readyItems", ...a);
   ownerChanges: Store["ownerChanges"] = (...a) => this.call("ownerChanges", ...a);
   /** SQLite keeps no versions: never called (a function could not cross to the thread anyway). */

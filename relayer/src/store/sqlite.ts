@@ -45,6 +45,8 @@ import {
   type NewBatch,
   type NewOwnerMessage,
   type OwnerChanges,
+  type OwnerGuard,
+  type OwnerItems,
   type OwnerMessageRow,
   type OwnerMessageStatus,
   type OwnerMessageUpdate,
@@ -208,7 +210,7 @@ export class SqliteStore implements Store {
   }
 
   /** One process owns the file: nobody else admits meanwhile, so `decide` runs at once. */
-  async admitLocked(_owners: readonly Hex[], _reload: (rows: ItemRow[]) => void, decide: () => WriteSet) {
+  async admitLocked(_owners: readonly OwnerGuard[], _reload: (read: OwnerItems) => void, decide: () => WriteSet) {
     return this.write(decide());
   }
 
@@ -347,6 +349,11 @@ export class SqliteStore implements Store {
   onOwnVersions(_listener: (bumped: OwnerVersion[]) => void): void {}
 
   /** One process writes a SQLite file: nobody else changes an owner's pending items. */
+  /** No versions are kept here: every pending item of the owners. */
+  async ownerItems(owners: readonly OwnerGuard[]): Promise<OwnerItems> {
+    return { rows: await this.pendingItems(owners.map((o) => o.owner)), since: new Map() };
+  }
+
   async ownerChanges(_after: string | null): Promise<OwnerChanges> {
     this.assertOpen();
     return { owners: [], next: null };

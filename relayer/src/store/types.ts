@@ -213,6 +213,17 @@ export interface WriteResult {
   stale: OwnerVersion[];
 }
 
+/**
+ * Items of some owners, as ingest re-reads them. For an owner in `since`, `rows` holds only its
+ * items changed by versions above the one given (any status: an item that left pending is there
+ * too, so its reader drops it); for any other owner asked for, every pending item.
+ */
+export interface OwnerItems {
+  rows: ItemRow[];
+  /** Lowercase owner → the version its rows are changes after. */
+  since: ReadonlyMap<string, number>;
+}
+
 /** The owners whose pending items changed since `after` (a store cursor), and the cursor to pass next. */
 export interface OwnerChanges {
   owners: OwnerVersion[];
@@ -412,11 +423,15 @@ export interface Store {
   /**
    * Admission under the owners' locks, for when a guarded write found them stale: in one
    * transaction the store locks the owners' version rows (owner order, before any item's), hands
-   * `reload` every pending item of those owners, runs `decide` (synchronous; run again if the
-   * transaction is retried) and commits the set it returns (its guard ignored). A store one process
-   * owns runs `decide` at once and writes its set.
+   * `reload` those owners' items (see `ownerItems`: with a known version, only what changed after
+   * it), runs `decide` (synchronous; run again if the transaction is retried) and commits the set
+   * it returns (its guard ignored). A store one process owns runs `decide` at once and writes its set.
    */
-  admitLocked(owners: readonly Hex[], reload: (rows: ItemRow[]) => void, decide: () => WriteSet): Promise<WriteResult>;
+  admitLocked(
+    owners: readonly OwnerGuard[],
+    reload: (read: OwnerItems) => void,
+    decide: () => WriteSet,
+  ): Promise<WriteResult>;
 
   getItem(id: Hex): Promise<ItemRow | null>;
   /** Same order as `ids`; null where unknown. */
@@ -424,6 +439,12 @@ export interface Store {
   listItems(query: ListItemsQuery): Promise<Page<ItemRow>>;
   /** Every accepted, batched or submitted item (of these owners only, if given): ingest's pending ledger. */
   pendingItems(owners?: readonly Hex[]): Promise<ItemRow[]>;
+  /**
+   * The owners' items as a reader whose view is as of these versions needs them: for an owner with
+   * a version, the rows changed after it (any status); with none (or where versions are not kept),
+   * every pending item.
+   */
+  ownerItems(owners: readonly OwnerGuard[]): Promise<OwnerItems>;
   /** Owners whose pending items changed since `after` (null: every owner with a version). */
   ownerChanges(after: string | null): Promise<OwnerChanges>;
   /**

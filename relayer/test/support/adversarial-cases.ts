@@ -179,6 +179,24 @@ export const stats = {
   byProperty: new Map<string, number>(),
 };
 
+/** Forgets what a previous run recorded (the suite runs once per store backend, each on a fresh chain). */
+export function resetCases(): void {
+  clock.ts = 0n;
+  clock.at = 0;
+  controls.payments = [];
+  controls.vouchers = [];
+  controls.voucherDeadline = 0n;
+  controls.onboarding = undefined;
+  controls.controlPolicy = 0;
+  refused.refs.clear();
+  refused.tabs.clear();
+  refused.ids.clear();
+  stats.cases = 0;
+  stats.items = 0;
+  stats.byStatus.clear();
+  stats.byProperty.clear();
+}
+
 // ---- building items ------------------------------------------------------------------------------
 
 const domain = () => chain.domain;
