@@ -214,7 +214,7 @@ describe("relayer soak and overload (own process, steady load, then a burst)", f
       `      ${accepted.size} accepted (${total} steady at ${RATE}/s, ${BURST} in a burst), lost ${lost}; ` +
         `ack p50 ${median(steadyLatencies).toFixed(1)} ms, p99 ${quantile(steadyLatencies, 0.99).toFixed(1)} ms; ` +
         `RSS ${(early / 2 ** 20).toFixed(0)} → ${(late / 2 ** 20).toFixed(0)} MiB, ` +
-        `fds ${samples[1]?.fds ?? "?"} → ${samples.at(-1)?.fds ?? "?"}, queue max ${Math.max(...samples.map((s) => s.queue))}; ` +
+        `fds ${samples[1]?.fds ?? "?"} → ${samples.at(-1)?.fds ?? "?"} (medians of thirds ${median(samples.slice(1, 1 + third).map((s) => s.fds))} → ${median(samples.slice(-third).map((s) => s.fds))}), queue max ${Math.max(...samples.map((s) => s.queue))}; ` +
         `burst shed ${shed} requests`,
     );
     expect(lost, "accepted payments not settled").to.equal(0);
@@ -224,6 +224,12 @@ describe("relayer soak and overload (own process, steady load, then a burst)", f
     expect(shedWithoutRetryAfter, "shed answers without Retry-After").to.equal(0);
     // Flat memory: the last third's median RSS within 1.5x of the first third's (after warm-up).
     expect(late, `RSS grew from ${early} to ${late}`).to.be.below(early * 1.5);
-    expect(samples.at(-1)!.fds - samples[1].fds, "file descriptors leaked").to.be.below(20);
+    // Descriptors come and go with open connections (a sample is noisy): a leak shows as a trend, so
+    // the medians of the first and last thirds are compared, as for RSS.
+    const fdsEarly = median(samples.slice(1, 1 + third).map((s) => s.fds));
+    const fdsLate = median(samples.slice(-third).map((s) => s.fds));
+    expect(fdsLate - fdsEarly, `file descriptors grew from ${fdsEarly} to ${fdsLate}`).to.be.below(
+      Math.max(20, fdsEarly * 0.2),
+    );
   });
 });
