@@ -5,10 +5,11 @@
  * Retry-After and never lose an item it acknowledged. Every accepted payment must settle on chain.
  *
  *   SOAK_SECONDS=600 SOAK_RATE=600 npx mocha --no-config -r ts-node/register/transpile-only \
- *     --timeout 3600000 test/soak.test.ts          # the long run (10 minutes)
+ *     --timeout 3600000 test/soak.test.ts          # the long run (10 minutes per store)
+ *   SOAK_STORE=sqlite (or postgres) …              # one store only
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import {
   domainSeparator,
@@ -23,6 +24,7 @@ import secp256k1 from "secp256k1";
 import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
 import { nativeKeccak256 } from "../src/ingest/verify";
 import { PAYEES, startTestChain, type TestChain, USDC } from "./support/chain";
+import { newSchema, requirePostgres } from "./support/postgres";
 
 const BIN = join(__dirname, "..", "bin", "machinepay.js");
 const SECONDS = Number(process.env.SOAK_SECONDS ?? 20);
@@ -31,205 +33,269 @@ const RATE = Number(process.env.SOAK_RATE ?? 300);
 const PER_REQUEST = 10;
 const BURST = 3_000;
 
+/**
+ * The relayer's open descriptors, split: sockets of HTTP clients connected to its port (they come
+ * and go with the load generator's connection pool) and everything else (files, pipes, the store,
+ * RPC connections, workers' handles: a leak shows there). Also how many connections the clients
+ * hold open to that port at the same moment (Linux /proc).
+ */
+function descriptors(pid: number, port: number): { clients: number; other: number; opened: number } {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, "0");
+  const served = new Set<string>();
+  let opened = 0;
+  for (const table of ["tcp", "tcp6"]) {
+    let text = "";
+    try {
+      text = readFileSync(`/proc/${pid}/net/${table}`, "utf8");
+    } catch {
+      continue;
+    }
+    for (const line of text.split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 10) continue;
+      if (f[1].endsWith(`:${hexPort}`) && f[3] !== "0A") served.add(f[9]); // not the listening socket
+      if (f[2].endsWith(`:${hexPort}`) && f[3] === "01") opened++; // ESTABLISHED, client side
+    }
+  }
+  let clients = 0;
+  let other = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = "";
+    try {
+      target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+    if (inode && served.has(inode)) clients++;
+    else other++;
+  }
+  return { clients, other, opened };
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 const quantile = (xs: number[], q: number) => [...xs].sort((a, b) => a - b)[Math.floor(q * (xs.length - 1))] ?? 0;
 
-describe("relayer soak and overload (own process, steady load, then a burst)", function () {
-  this.timeout(Math.max(240_000, SECONDS * 3_000));
-  let chain: TestChain;
-  let child: ChildProcess | undefined;
+/** Both stores unless SOAK_STORE names one (sqlite or postgres), as the long run may. */
+const BACKENDS = (["SQLite", "PostgreSQL"] as const).filter(
+  (b) => !process.env.SOAK_STORE || b.toLowerCase().startsWith(process.env.SOAK_STORE.toLowerCase()),
+);
 
-  before(async () => {
-    chain = await startTestChain();
-  });
-  after(async () => {
-    if (child) await stopProcess(child);
-    await chain?.stop();
-  });
+for (const backend of BACKENDS)
+  describe(`relayer soak and overload (own process on ${backend}, steady load, then a burst)`, function () {
+    this.timeout(Math.max(240_000, SECONDS * 3_000));
+    let chain: TestChain;
+    let child: ChildProcess | undefined;
+    /** The relayer's store: a file in the chain's folder, or a fresh schema on the test PostgreSQL server. */
+    let store: string | undefined;
 
-  it(`holds ${RATE} payments/s for ${SECONDS} s with flat memory, sheds a burst with Retry-After, loses nothing`, async () => {
-    const total = RATE * SECONDS;
-    const perDevice = 50;
-    const { devices, keys } = await chain.fleet(Math.ceil((total + BURST) / perDevice), {
-      maxPerPeriod: USDC(10_000),
-      lifetimeMax: USDC(100_000),
+    before(async function () {
+      if (backend === "PostgreSQL") store = (await newSchema(await requirePostgres(this))).url;
+      chain = await startTestChain();
     });
-    const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
-    const sep = domainSeparator(chain.domain, nativeKeccak256);
-    // Pre-signed with native secp256k1 over the fixed-layout digest (RFC 6979: what viem signs too).
-    const payments: ReturnType<typeof toSignedPaymentJson>[] = [];
-    for (let n = 0; n < perDevice; n++) {
-      for (let i = 0; i < devices.length && payments.length < total + BURST; i++) {
-        const payment: Payment = {
-          payee: PAYEES[(i + n) % 3],
-          token: chain.usdc,
-          amount: 1_000n,
-          nonce: BigInt(n),
-          deadline,
-          maxFee: 0n,
-          ref: `0x${(payments.length + 1).toString(16).padStart(64, "0")}` as Hex,
-        };
-        const { signature, recid } = secp256k1.ecdsaSign(
-          paymentDigest(sep, payment, nativeKeccak256),
-          Buffer.from(keys[i].slice(2), "hex"),
-        );
-        payments.push(
-          toSignedPaymentJson(
-            payment,
-            `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}` as Hex,
+    after(async () => {
+      if (child) await stopProcess(child);
+      await chain?.stop();
+    });
+
+    it(`holds ${RATE} payments/s for ${SECONDS} s with flat memory, sheds a burst with Retry-After, loses nothing`, async () => {
+      const total = RATE * SECONDS;
+      const perDevice = 50;
+      const { devices, keys } = await chain.fleet(Math.ceil((total + BURST) / perDevice), {
+        maxPerPeriod: USDC(10_000),
+        lifetimeMax: USDC(100_000),
+      });
+      const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
+      const sep = domainSeparator(chain.domain, nativeKeccak256);
+      // Pre-signed with native secp256k1 over the fixed-layout digest (RFC 6979: what viem signs too).
+      const payments: ReturnType<typeof toSignedPaymentJson>[] = [];
+      for (let n = 0; n < perDevice; n++) {
+        for (let i = 0; i < devices.length && payments.length < total + BURST; i++) {
+          const payment: Payment = {
+            payee: PAYEES[(i + n) % 3],
+            token: chain.usdc,
+            amount: 1_000n,
+            nonce: BigInt(n),
+            deadline,
+            maxFee: 0n,
+            ref: `0x${(payments.length + 1).toString(16).padStart(64, "0")}` as Hex,
+          };
+          const { signature, recid } = secp256k1.ecdsaSign(
+            paymentDigest(sep, payment, nativeKeccak256),
+            Buffer.from(keys[i].slice(2), "hex"),
+          );
+          payments.push(
+            toSignedPaymentJson(
+              payment,
+              `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}` as Hex,
+            ),
+          );
+        }
+      }
+
+      const port = await freePort();
+      const configFile = join(chain.dir, "soak.json");
+      writeFileSync(
+        configFile,
+        JSON.stringify({
+          rpcUrl: chain.node.url,
+          deployment: chain.deploymentFile,
+          store: store ?? join(chain.dir, "soak.db"),
+          port,
+          sender: { dev: true },
+          confirmations: 1,
+          logLevel: "warn",
+          limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 100_000, admittingItems: 1_000 },
+        }),
+      );
+      child = spawn(process.execPath, [BIN, "relayer", "start", "--config", configFile], { stdio: "ignore" });
+      const url = `http://127.0.0.1:${port}`;
+      for (let i = 0; ; i++) {
+        try {
+          if ((await fetch(`${url}/healthz`)).ok) break;
+        } catch {}
+        if (i > 600) throw new Error("relayer did not start");
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const pid = child.pid!;
+
+      const accepted = new Set<string>(); // refs
+      const latencies: number[] = [];
+      let shed = 0;
+      let shedWithoutRetryAfter = 0;
+      const send = async (slice: typeof payments) => {
+        const t = performance.now();
+        const res = await fetch(`${url}/v1/payments`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ payments: slice }),
+        });
+        const body = (await res.json()) as { results?: { status: string }[] };
+        latencies.push(performance.now() - t);
+        if (res.status === 503 || res.status === 429) {
+          shed++;
+          if (!res.headers.get("retry-after")) shedWithoutRetryAfter++;
+          return false;
+        }
+        expect(res.status).to.equal(200);
+        body.results!.forEach((r, i) => {
+          if (r.status === "accepted") accepted.add(slice[i].payment.ref);
+        });
+        return true;
+      };
+
+      // ---- steady load, sampled every second ----
+      const samples: { rss: number; fds: number; clients: number; other: number; opened: number; queue: number }[] = [];
+      const sample = async () => {
+        const status = readFileSync(`/proc/${pid}/status`, "utf8");
+        const rss = Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
+        const d = descriptors(pid, port);
+        const h = (await (await fetch(`${url}/v1/health`)).json()) as { queue?: Record<string, number> };
+        samples.push({
+          rss,
+          fds: d.clients + d.other,
+          ...d,
+          queue: Object.values(h.queue ?? {}).reduce((a, b) => a + b, 0),
+        });
+      };
+      const sampler = setInterval(() => void sample().catch(() => undefined), 1_000);
+      const started = performance.now();
+      const inFlight = new Set<Promise<unknown>>();
+      for (let i = 0; i < total; i += PER_REQUEST) {
+        // Open loop: request k leaves at k / (RATE / PER_REQUEST) seconds, whatever came back.
+        const due = started + (i / RATE) * 1000;
+        const wait = due - performance.now();
+        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+        const p = send(payments.slice(i, i + PER_REQUEST)).then((ok) => {
+          if (!ok) throw new Error("steady load was shed: lower SOAK_RATE");
+        });
+        inFlight.add(p);
+        void p.finally(() => inFlight.delete(p)).catch(() => undefined);
+      }
+      await Promise.all(inFlight);
+      clearInterval(sampler);
+      const steadyLatencies = [...latencies];
+
+      // ---- burst: everything at once, beyond what it admits at a time ----
+      const burst = payments.slice(total);
+      const pending = new Set(burst.map((p) => p.payment.ref));
+      let rounds = 0;
+      while (pending.size > 0 && rounds++ < 100) {
+        const todo = burst.filter((p) => pending.has(p.payment.ref));
+        await Promise.all(
+          Array.from({ length: Math.ceil(todo.length / PER_REQUEST) }, (_, k) =>
+            send(todo.slice(k * PER_REQUEST, (k + 1) * PER_REQUEST)).then((ok) => {
+              if (ok) for (const p of todo.slice(k * PER_REQUEST, (k + 1) * PER_REQUEST)) pending.delete(p.payment.ref);
+            }),
           ),
         );
+        if (pending.size > 0) await new Promise((r) => setTimeout(r, 1_000)); // as Retry-After says
       }
-    }
 
-    const port = await freePort();
-    const configFile = join(chain.dir, "soak.json");
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        rpcUrl: chain.node.url,
-        deployment: chain.deploymentFile,
-        store: join(chain.dir, "soak.db"),
-        port,
-        sender: { dev: true },
-        confirmations: 1,
-        logLevel: "warn",
-        limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 100_000, admittingItems: 1_000 },
-      }),
-    );
-    child = spawn(process.execPath, [BIN, "relayer", "start", "--config", configFile], { stdio: "ignore" });
-    const url = `http://127.0.0.1:${port}`;
-    for (let i = 0; ; i++) {
-      try {
-        if ((await fetch(`${url}/healthz`)).ok) break;
-      } catch {}
-      if (i > 600) throw new Error("relayer did not start");
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const pid = child.pid!;
-
-    const accepted = new Set<string>(); // refs
-    const latencies: number[] = [];
-    let shed = 0;
-    let shedWithoutRetryAfter = 0;
-    const send = async (slice: typeof payments) => {
-      const t = performance.now();
-      const res = await fetch(`${url}/v1/payments`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ payments: slice }),
-      });
-      const body = (await res.json()) as { results?: { status: string }[] };
-      latencies.push(performance.now() - t);
-      if (res.status === 503 || res.status === 429) {
-        shed++;
-        if (!res.headers.get("retry-after")) shedWithoutRetryAfter++;
-        return false;
+      // ---- everything accepted settles ----
+      // Read in block spans from where the last read ended: minutes of batches' logs at once are more
+      // than an RPC answer may carry (viem refuses answers over 10 MB), so a span that is refused is halved.
+      const until = Date.now() + 180_000;
+      const settled = new Set<string>();
+      let from = 0n;
+      let span = 16n;
+      while (Date.now() < until) {
+        const head = await chain.client.getBlockNumber();
+        while (from <= head) {
+          const to = from + span - 1n < head ? from + span - 1n : head;
+          let logs: Awaited<ReturnType<typeof chain.client.getLogs>>;
+          try {
+            logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: from, toBlock: to });
+          } catch (e) {
+            if (span === 1n) throw e;
+            span /= 2n;
+            continue;
+          }
+          for (const s of settlementsOf(logs as never, chain.deployment.machinePay)) {
+            if (s.eventName === "PaymentSettled") settled.add((s as { ref: Hex }).ref);
+          }
+          from = to + 1n;
+        }
+        if ([...accepted].every((r) => settled.has(r))) break;
+        await new Promise((r) => setTimeout(r, 1_000));
       }
-      expect(res.status).to.equal(200);
-      body.results!.forEach((r, i) => {
-        if (r.status === "accepted") accepted.add(slice[i].payment.ref);
-      });
-      return true;
-    };
+      await stopProcess(child);
+      child = undefined;
 
-    // ---- steady load, sampled every second ----
-    const samples: { rss: number; fds: number; queue: number }[] = [];
-    const sample = async () => {
-      const status = readFileSync(`/proc/${pid}/status`, "utf8");
-      const rss = Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
-      const fds = readdirSync(`/proc/${pid}/fd`).length;
-      const h = (await (await fetch(`${url}/v1/health`)).json()) as { queue?: Record<string, number> };
-      samples.push({ rss, fds, queue: Object.values(h.queue ?? {}).reduce((a, b) => a + b, 0) });
-    };
-    const sampler = setInterval(() => void sample().catch(() => undefined), 1_000);
-    const started = performance.now();
-    const inFlight = new Set<Promise<unknown>>();
-    for (let i = 0; i < total; i += PER_REQUEST) {
-      // Open loop: request k leaves at k / (RATE / PER_REQUEST) seconds, whatever came back.
-      const due = started + (i / RATE) * 1000;
-      const wait = due - performance.now();
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      const p = send(payments.slice(i, i + PER_REQUEST)).then((ok) => {
-        if (!ok) throw new Error("steady load was shed: lower SOAK_RATE");
+      const third = Math.max(1, Math.floor(samples.length / 3));
+      const thirds = (f: (x: (typeof samples)[number]) => number) => ({
+        early: median(samples.slice(1, 1 + third).map(f)),
+        late: median(samples.slice(-third).map(f)),
       });
-      inFlight.add(p);
-      void p.finally(() => inFlight.delete(p)).catch(() => undefined);
-    }
-    await Promise.all(inFlight);
-    clearInterval(sampler);
-    const steadyLatencies = [...latencies];
-
-    // ---- burst: everything at once, beyond what it admits at a time ----
-    const burst = payments.slice(total);
-    const pending = new Set(burst.map((p) => p.payment.ref));
-    let rounds = 0;
-    while (pending.size > 0 && rounds++ < 100) {
-      const todo = burst.filter((p) => pending.has(p.payment.ref));
-      await Promise.all(
-        Array.from({ length: Math.ceil(todo.length / PER_REQUEST) }, (_, k) =>
-          send(todo.slice(k * PER_REQUEST, (k + 1) * PER_REQUEST)).then((ok) => {
-            if (ok) for (const p of todo.slice(k * PER_REQUEST, (k + 1) * PER_REQUEST)) pending.delete(p.payment.ref);
-          }),
-        ),
+      const rss = thirds((x) => x.rss);
+      const other = thirds((x) => x.other);
+      const clients = thirds((x) => x.clients);
+      const opened = thirds((x) => x.opened);
+      /** Connections the relayer holds beyond those its clients hold open (closed ones it did not close). */
+      const extra = thirds((x) => x.clients - x.opened);
+      const lost = [...accepted].filter((r) => !settled.has(r)).length;
+      const mib = (b: number) => (b / 2 ** 20).toFixed(0);
+      console.log(
+        `      ${accepted.size} accepted (${total} steady at ${RATE}/s, ${BURST} in a burst), lost ${lost}; ` +
+          `ack p50 ${median(steadyLatencies).toFixed(1)} ms, p99 ${quantile(steadyLatencies, 0.99).toFixed(1)} ms; ` +
+          `RSS ${mib(rss.early)} → ${mib(rss.late)} MiB (medians of first and last thirds); ` +
+          `descriptors other than client connections ${other.early} → ${other.late}, ` +
+          `client connections ${clients.early} → ${clients.late} (the clients held ${opened.early} → ${opened.late}); ` +
+          `queue max ${Math.max(...samples.map((s) => s.queue))}; burst shed ${shed} requests`,
       );
-      if (pending.size > 0) await new Promise((r) => setTimeout(r, 1_000)); // as Retry-After says
-    }
-
-    // ---- everything accepted settles ----
-    // Read in block spans from where the last read ended: minutes of batches' logs at once are more
-    // than an RPC answer may carry (viem refuses answers over 10 MB), so a span that is refused is halved.
-    const until = Date.now() + 180_000;
-    const settled = new Set<string>();
-    let from = 0n;
-    let span = 16n;
-    while (Date.now() < until) {
-      const head = await chain.client.getBlockNumber();
-      while (from <= head) {
-        const to = from + span - 1n < head ? from + span - 1n : head;
-        let logs: Awaited<ReturnType<typeof chain.client.getLogs>>;
-        try {
-          logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: from, toBlock: to });
-        } catch (e) {
-          if (span === 1n) throw e;
-          span /= 2n;
-          continue;
-        }
-        for (const s of settlementsOf(logs as never, chain.deployment.machinePay)) {
-          if (s.eventName === "PaymentSettled") settled.add((s as { ref: Hex }).ref);
-        }
-        from = to + 1n;
-      }
-      if ([...accepted].every((r) => settled.has(r))) break;
-      await new Promise((r) => setTimeout(r, 1_000));
-    }
-    await stopProcess(child);
-    child = undefined;
-
-    const third = Math.max(1, Math.floor(samples.length / 3));
-    const early = median(samples.slice(1, 1 + third).map((s) => s.rss));
-    const late = median(samples.slice(-third).map((s) => s.rss));
-    const lost = [...accepted].filter((r) => !settled.has(r)).length;
-    console.log(
-      `      ${accepted.size} accepted (${total} steady at ${RATE}/s, ${BURST} in a burst), lost ${lost}; ` +
-        `ack p50 ${median(steadyLatencies).toFixed(1)} ms, p99 ${quantile(steadyLatencies, 0.99).toFixed(1)} ms; ` +
-        `RSS ${(early / 2 ** 20).toFixed(0)} → ${(late / 2 ** 20).toFixed(0)} MiB, ` +
-        `fds ${samples[1]?.fds ?? "?"} → ${samples.at(-1)?.fds ?? "?"} (medians of thirds ${median(samples.slice(1, 1 + third).map((s) => s.fds))} → ${median(samples.slice(-third).map((s) => s.fds))}), queue max ${Math.max(...samples.map((s) => s.queue))}; ` +
-        `burst shed ${shed} requests`,
-    );
-    expect(lost, "accepted payments not settled").to.equal(0);
-    expect(accepted.size).to.equal(total + BURST);
-    // Whether the burst outruns admittingItems depends on this machine's speed (test/api.test.ts
-    // checks OVERLOADED deterministically); what was shed must say when to come back.
-    expect(shedWithoutRetryAfter, "shed answers without Retry-After").to.equal(0);
-    // Flat memory: the last third's median RSS within 1.5x of the first third's (after warm-up).
-    expect(late, `RSS grew from ${early} to ${late}`).to.be.below(early * 1.5);
-    // Descriptors come and go with open connections (a sample is noisy): a leak shows as a trend, so
-    // the medians of the first and last thirds are compared, as for RSS.
-    const fdsEarly = median(samples.slice(1, 1 + third).map((s) => s.fds));
-    const fdsLate = median(samples.slice(-third).map((s) => s.fds));
-    expect(fdsLate - fdsEarly, `file descriptors grew from ${fdsEarly} to ${fdsLate}`).to.be.below(
-      Math.max(20, fdsEarly * 0.2),
-    );
+      expect(lost, "accepted payments not settled").to.equal(0);
+      expect(accepted.size).to.equal(total + BURST);
+      // Whether the burst outruns admittingItems depends on this machine's speed (test/api.test.ts
+      // checks OVERLOADED deterministically); what was shed must say when to come back.
+      expect(shedWithoutRetryAfter, "shed answers without Retry-After").to.equal(0);
+      // Flat memory: the last third's median RSS within 1.5x of the first third's (after warm-up).
+      expect(rss.late, `RSS grew from ${rss.early} to ${rss.late}`).to.be.below(rss.early * 1.5);
+      // No descriptor leak. Client connections come and go with the load generator's pool (undici
+      // opens more when answers are slow and keeps them alive), so they are not a trend of the
+      // relayer's: they must match what the clients hold. Everything else must stay flat.
+      expect(other.late - other.early, `descriptors grew from ${other.early} to ${other.late}`).to.be.at.most(
+        Math.max(10, other.early * 0.1),
+      );
+      expect(extra.late, "connections the relayer kept after its clients closed them").to.be.at.most(5);
+    });
   });
-});

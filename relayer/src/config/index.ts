@@ -43,7 +43,7 @@ export const configSchema = z.object({
   rpcUrl: z.string().url(),
   /** Path of the deployment file (chain id, MachinePay address, deployment block). */
   deployment: z.string().min(1),
-  /** Store: a SQLite file path (or sqlite:PATH). */
+  /** Store: a SQLite file path (or sqlite:PATH), or a PostgreSQL URL (postgres://…) shared by several relayers. */
   store: z.string().min(1).default("machinepay-relayer.db"),
   /**
    * SQLite: read and write the file on a thread of its own, so commits (and their fsync) do not
