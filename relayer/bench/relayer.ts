@@ -8,6 +8,7 @@
  *   pnpm --filter @machinepay/relayer bench:relayer
  *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
+ *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
  * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
@@ -191,6 +192,8 @@ async function main() {
         rpcUrl: chain.node.url,
         deployment: chain.deploymentFile,
         store: join(chain.dir, "bench.db"),
+        // STORE_THREAD=0 or 1 overrides the `storeThread` default (the SQLite store on a thread of its own).
+        ...(process.env.STORE_THREAD ? { storeThread: process.env.STORE_THREAD === "1" } : {}),
         port,
         sender: { dev: true },
         confirmations: 1,
@@ -212,6 +215,7 @@ async function main() {
       let next = 0;
       let accepted = 0;
       let other = 0;
+      const cpuBefore = { relayer: cpuMs(child!.pid!), node: cpuMs(chain.node.pid), bench: cpuMs(process.pid) };
       const started = process.hrtime.bigint();
       const result = await autocannon({
         url: `http://127.0.0.1:${port}/v1/payments`,
@@ -232,7 +236,24 @@ async function main() {
         ],
       });
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+      // Where the two cores went meanwhile: CPU ms per 1,000 accepted payments of each process
+      // (the node keeps executing batches while the load runs).
+      const per1k = (ms: number) => Math.round((ms * 1000) / Math.max(1, accepted));
       return {
+        cpu: {
+          relayer: per1k(cpuMs(child!.pid!) - cpuBefore.relayer),
+          node: per1k(cpuMs(chain.node.pid) - cpuBefore.node),
+          bench: per1k(cpuMs(process.pid) - cpuBefore.bench),
+          cores:
+            (cpuMs(child!.pid!) +
+              cpuMs(chain.node.pid) +
+              cpuMs(process.pid) -
+              cpuBefore.relayer -
+              cpuBefore.node -
+              cpuBefore.bench) /
+            1000 /
+            seconds,
+        },
         perSecond: accepted / seconds,
         accepted,
         other,
@@ -247,7 +268,7 @@ async function main() {
     const rows: string[] = [];
     const row = (label: string, r: Awaited<ReturnType<typeof run>>) =>
       rows.push(
-        `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} |`,
+        `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} | ${r.cpu.relayer} | ${r.cpu.node} | ${r.cpu.bench} | ${r.cpu.cores.toFixed(2)} |`,
       );
     const phase = (name: string) => console.error(`bench: ${name} (${new Date().toISOString()})`);
     phase("100 per request, saturation");
@@ -263,9 +284,9 @@ async function main() {
 
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(
-      "\n| load | accepted | not accepted | accepted + durable per s | ack p50 ms | ack p97.5 ms | ack p99 ms | non-2xx + errors |",
+      "\n| load | accepted | not accepted | accepted + durable per s | ack p50 ms | ack p97.5 ms | ack p99 ms | non-2xx + errors | relayer CPU ms per 1k | node CPU ms per 1k | load generator CPU ms per 1k | cores busy |",
     );
-    console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);
     console.log("\n| verify only, one core | per second (median) |");
     console.log("| --- | ---: |");

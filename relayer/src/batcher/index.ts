@@ -164,6 +164,16 @@ export class Batcher {
       });
       await new Promise((r) => setTimeout(r, this.o.config.pollMs));
     }
+    // Mined batches still releasing their items (a cache refresh, then a store read): let them end
+    // before the store closes, within what is left of the drain (the ledger is rebuilt at start anyway).
+    if (this.releasing.size > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.allSettled([...this.releasing]),
+        new Promise((r) => (timer = setTimeout(r, Math.max(0, until - Date.now())))),
+      ]);
+      clearTimeout(timer);
+    }
   }
 
   /** Build batches now from everything accepted, whatever their age (admin `POST /v1/settle`). */
