@@ -215,7 +215,8 @@ async function main() {
       let next = 0;
       let accepted = 0;
       let other = 0;
-      const cpuBefore = { relayer: cpuMs(child!.pid!), node: cpuMs(chain.node.pid), bench: cpuMs(process.pid) };
+      const cpuNow = () => ({ relayer: cpuMs(child!.pid!), node: cpuMs(chain.node.pid), bench: cpuMs(process.pid) });
+      const cpuBefore = cpuNow();
       const started = process.hrtime.bigint();
       const result = await autocannon({
         url: `http://127.0.0.1:${port}/v1/payments`,
@@ -239,20 +240,18 @@ async function main() {
       // Where the two cores went meanwhile: CPU ms per 1,000 accepted payments of each process
       // (the node keeps executing batches while the load runs).
       const per1k = (ms: number) => Math.round((ms * 1000) / Math.max(1, accepted));
+      const cpuAfter = cpuNow();
+      const used = {
+        relayer: cpuAfter.relayer - cpuBefore.relayer,
+        node: cpuAfter.node - cpuBefore.node,
+        bench: cpuAfter.bench - cpuBefore.bench,
+      };
       return {
         cpu: {
-          relayer: per1k(cpuMs(child!.pid!) - cpuBefore.relayer),
-          node: per1k(cpuMs(chain.node.pid) - cpuBefore.node),
-          bench: per1k(cpuMs(process.pid) - cpuBefore.bench),
-          cores:
-            (cpuMs(child!.pid!) +
-              cpuMs(chain.node.pid) +
-              cpuMs(process.pid) -
-              cpuBefore.relayer -
-              cpuBefore.node -
-              cpuBefore.bench) /
-            1000 /
-            seconds,
+          relayer: per1k(used.relayer),
+          node: per1k(used.node),
+          bench: per1k(used.bench),
+          cores: (used.relayer + used.node + used.bench) / 1000 / seconds,
         },
         perSecond: accepted / seconds,
         accepted,
