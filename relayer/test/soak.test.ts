@@ -185,7 +185,7 @@ for (const backend of BACKENDS)
       };
 
       // ---- steady load, sampled every second ----
-      const samples: { rss: number; fds: number; clients: number; other: number; opened: number; queue: number }[] = [];
+      const samples: { rss: number; clients: number; other: number; opened: number; queue: number }[] = [];
       const sample = async () => {
         const status = readFileSync(`/proc/${pid}/status`, "utf8");
         const rss = Number(/VmRSS:\s+(\d+)/.exec(status)![1]) * 1024;
@@ -193,7 +193,6 @@ for (const backend of BACKENDS)
         const h = (await (await fetch(`${url}/v1/health`)).json()) as { queue?: Record<string, number> };
         samples.push({
           rss,
-          fds: d.clients + d.other,
           ...d,
           queue: Object.values(h.queue ?? {}).reduce((a, b) => a + b, 0),
         });
