@@ -35,6 +35,7 @@ import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
 import { startPostgres } from "../../scripts/lib/postgres";
 import { nativeKeccak256, Verifier } from "../src/ingest/verify";
 import { PAYEES, startTestChain, type TestChain, USDC } from "../test/support/chain";
+import { RpcProxy } from "../test/support/rpc-proxy";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
@@ -61,6 +62,17 @@ function scaleOutArgs(argv: string[]): number[] | undefined {
     );
   }
   return counts;
+}
+
+/** Turn off the `hardhat node` console log of every call it serves. */
+async function quietNode(url: string): Promise<void> {
+  const res = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "hardhat_setLoggingEnabled", params: [false] }),
+  });
+  const body = (await res.json()) as { error?: { message: string } };
+  if (body.error) throw new Error(`hardhat_setLoggingEnabled failed: ${body.error.message}`);
 }
 
 /** user + system CPU of a process, ms (Linux /proc). */
@@ -146,7 +158,11 @@ async function main() {
   if (counts) return scaleOut(counts);
   const chain = await startTestChain();
   let child: ChildProcess | undefined;
+  let proxy: RpcProxy | undefined;
   try {
+    // `hardhat node` prints every JSON-RPC call it serves (and decodes each transaction and call
+    // for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
+    if (process.env.NODE_LOGGING !== "1") await quietNode(chain.node.url);
     const presign = await presigner(chain);
 
     // Verify-only, one core, same run.
@@ -184,12 +200,15 @@ async function main() {
       p1half: await presign(P1 / 2),
     };
 
+    // RPC_COUNT=1: the relayer reaches the node through a counting proxy, and each phase prints
+    // the JSON-RPC calls it made (a diagnostic: the proxy's CPU counts as the load generator's).
+    if (process.env.RPC_COUNT === "1") proxy = await new RpcProxy(chain.node.url).start();
     const port = await freePort();
     const configFile = join(chain.dir, "bench.json");
     writeFileSync(
       configFile,
       JSON.stringify({
-        rpcUrl: chain.node.url,
+        rpcUrl: proxy?.url ?? chain.node.url,
         deployment: chain.deploymentFile,
         store: join(chain.dir, "bench.db"),
         // STORE_THREAD=0 or 1 overrides the `storeThread` default (the SQLite store on a thread of its own).
@@ -269,7 +288,16 @@ async function main() {
       rows.push(
         `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} | ${r.cpu.relayer} | ${r.cpu.node} | ${r.cpu.bench} | ${r.cpu.cores.toFixed(2)} |`,
       );
-    const phase = (name: string) => console.error(`bench: ${name} (${new Date().toISOString()})`);
+    let counted = 0;
+    const phase = (name: string) => {
+      if (proxy) {
+        const calls = new Map<string, number>();
+        for (const c of proxy.calls.slice(counted)) calls.set(c.method, (calls.get(c.method) ?? 0) + 1);
+        counted = proxy.calls.length;
+        console.error(`bench: JSON-RPC calls so far: ${JSON.stringify(Object.fromEntries(calls))}`);
+      }
+      console.error(`bench: ${name} (${new Date().toISOString()})`);
+    };
     phase("100 per request, saturation");
     const sat100 = await run(sets.p100sat, 100);
     phase(`100 per request, half load at ${Math.round(sat100.perSecond / 2)}/s`);
@@ -281,6 +309,7 @@ async function main() {
     row("1 per request, saturation", sat1);
     row("1 per request, half load", await run(sets.p1half, 1, sat1.perSecond / 2));
 
+    phase("done");
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(
       "\n| load | accepted | not accepted | accepted + durable per s | ack p50 ms | ack p97.5 ms | ack p99 ms | non-2xx + errors | relayer CPU ms per 1k | node CPU ms per 1k | load generator CPU ms per 1k | cores busy |",
@@ -295,7 +324,9 @@ async function main() {
     console.log(`| viem recoverTypedDataAddress | ${Math.round(median(viemRuns))} |`);
     console.log(`| ratio | ${(median(fastRuns) / median(viemRuns)).toFixed(1)}x |`);
   } finally {
+    // The relayer first (it drains through the proxy to the node), then the proxy, then the node.
     if (child) await stopProcess(child, 15_000);
+    await proxy?.stop();
     await chain.stop();
   }
 }
@@ -307,6 +338,9 @@ async function scaleOut(counts: number[]) {
   const chain = await startTestChain();
   const children: ChildProcess[] = [];
   try {
+    // `hardhat node` prints every JSON-RPC call it serves (and decodes each transaction and call
+    // for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
+    if (process.env.NODE_LOGGING !== "1") await quietNode(chain.node.url);
     const presign = await presigner(chain);
     const query = async (text: string) => {
       const { Client } = await import("pg");
