@@ -9,6 +9,8 @@
  *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
  *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
+ *   RPC_COUNT=1 …         the relayer reaches the node through a counting proxy; each phase prints its JSON-RPC calls
+ *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
  * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
@@ -64,8 +66,12 @@ function scaleOutArgs(argv: string[]): number[] | undefined {
   return counts;
 }
 
-/** Turn off the `hardhat node` console log of every call it serves. */
+/**
+ * Turn off the `hardhat node` console log of every call it serves (it decodes each transaction and
+ * call for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
+ */
 async function quietNode(url: string): Promise<void> {
+  if (process.env.NODE_LOGGING === "1") return;
   const res = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json" },
@@ -160,9 +166,7 @@ async function main() {
   let child: ChildProcess | undefined;
   let proxy: RpcProxy | undefined;
   try {
-    // `hardhat node` prints every JSON-RPC call it serves (and decodes each transaction and call
-    // for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
-    if (process.env.NODE_LOGGING !== "1") await quietNode(chain.node.url);
+    await quietNode(chain.node.url);
     const presign = await presigner(chain);
 
     // Verify-only, one core, same run.
@@ -294,7 +298,7 @@ async function main() {
         const calls = new Map<string, number>();
         for (const c of proxy.calls.slice(counted)) calls.set(c.method, (calls.get(c.method) ?? 0) + 1);
         counted = proxy.calls.length;
-        console.error(`bench: JSON-RPC calls so far: ${JSON.stringify(Object.fromEntries(calls))}`);
+        console.error(`bench: JSON-RPC calls since the last phase: ${JSON.stringify(Object.fromEntries(calls))}`);
       }
       console.error(`bench: ${name} (${new Date().toISOString()})`);
     };
@@ -338,9 +342,7 @@ async function scaleOut(counts: number[]) {
   const chain = await startTestChain();
   const children: ChildProcess[] = [];
   try {
-    // `hardhat node` prints every JSON-RPC call it serves (and decodes each transaction and call
-    // for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
-    if (process.env.NODE_LOGGING !== "1") await quietNode(chain.node.url);
+    await quietNode(chain.node.url);
     const presign = await presigner(chain);
     const query = async (text: string) => {
       const { Client } = await import("pg");
