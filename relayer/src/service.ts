@@ -61,9 +61,8 @@ export function loggerOptions(level: string) {
 export async function startRelayer({ config, env = {}, logger }: StartRelayerParameters): Promise<RunningRelayer> {
   const log = logger ?? pino(loggerOptions(config.logLevel));
   const deployment = loadDeployment(config.deployment);
-  const client = createPublicClient({
-    transport: http(config.rpcUrl, { retryCount: 2, timeout: 15_000 }),
-  }) as PublicClient;
+  const rpcOptions = { retryCount: 2, timeout: 15_000 };
+  const client = createPublicClient({ transport: http(config.rpcUrl, rpcOptions) }) as PublicClient;
   let chainId: number;
   try {
     chainId = await client.getChainId();
@@ -92,9 +91,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   // third less node CPU per payment (BENCHMARKS.md); these reads are nearly all of the calls.
   // Sending, receipts and previews keep a request each, so a fault on one never rides along with
   // another call.
-  const reads = createPublicClient({
-    transport: http(config.rpcUrl, { batch: true, retryCount: 2, timeout: 15_000 }),
-  }) as PublicClient;
+  const reads = createPublicClient({ transport: http(config.rpcUrl, { ...rpcOptions, batch: true }) }) as PublicClient;
   const state = new CachedChainState(reads, contract);
   // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
   const verifier = new SharedVerifier(domain, config.verifyWorkers);
