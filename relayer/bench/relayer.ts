@@ -11,6 +11,10 @@
  *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
  *   RPC_COUNT=1 …         the relayer reaches the node through a counting proxy; each phase prints its JSON-RPC calls
  *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
+ *   IDLE=5 …              seconds the relayer idles before the load, to measure what it and the node spend unloaded
+ *   CONNECTIONS=32 CONNECTIONS1=128 …   load connections at 100 per request and at one (default: CONNECTIONS for both)
+ *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
+ *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
  * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
@@ -21,6 +25,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { setPriority } from "node:os";
 import { join } from "node:path";
 import {
   domainSeparator,
@@ -41,8 +46,11 @@ import { RpcProxy } from "../test/support/rpc-proxy";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
-const PER_DEVICE = 20;
+/** Payments each device signs: 20 brings a device the relayer has not seen every 20 payments. */
+const PER_DEVICE = Number(process.env.PER_DEVICE ?? 20);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
+/** Connections for one payment per request (that path waits on commits, not on the CPU: more of them group more). */
+const CONNECTIONS1 = Number(process.env.CONNECTIONS1 ?? CONNECTIONS);
 
 type Json = ReturnType<typeof toSignedPaymentJson>;
 
@@ -64,6 +72,20 @@ function scaleOutArgs(argv: string[]): number[] | undefined {
     );
   }
   return counts;
+}
+
+/**
+ * NODE_NICE=19: every thread of the `hardhat node` at that niceness, so it runs on the CPU the
+ * relayer leaves (a stand-in for a node on another machine, which takes none of the relayer's
+ * cores). Settlement then trails acceptance during a burst; the figures say which run was which.
+ */
+function niceNode(pid: number): number | undefined {
+  const nice = process.env.NODE_NICE;
+  if (nice === undefined) return undefined;
+  const n = Number(nice);
+  if (!Number.isInteger(n) || n < 0 || n > 19) throw new Error(`NODE_NICE takes 0 to 19, got ${nice}`);
+  for (const tid of readdirSync(`/proc/${pid}/task`)) setPriority(Number(tid), n);
+  return n;
 }
 
 /**
@@ -224,6 +246,7 @@ async function main() {
         limits: { perIpPerMinute: 100_000_000, perDevicePerSecond: 1_000_000, itemsPerRequest: 1000 },
       }),
     );
+    const nice = niceNode(chain.node.pid);
     child = await startRelayerProcess(
       configFile,
       port,
@@ -231,6 +254,7 @@ async function main() {
     );
 
     const run = async (payments: Json[], perRequest: number, rate?: number) => {
+      const connections = perRequest === 1 ? CONNECTIONS1 : CONNECTIONS;
       const bodies: string[] = [];
       for (let i = 0; i < payments.length; i += perRequest) {
         bodies.push(JSON.stringify({ payments: payments.slice(i, i + perRequest) }));
@@ -246,7 +270,7 @@ async function main() {
         method: "POST",
         headers: { "content-type": "application/json" },
         // autocannon splits overallRate over connections in whole requests per second: keep it >= 1 each.
-        connections: rate ? Math.max(1, Math.min(CONNECTIONS, Math.floor(rate))) : CONNECTIONS,
+        connections: Math.min(bodies.length, rate ? Math.max(1, Math.min(connections, Math.floor(rate))) : connections),
         amount: bodies.length,
         overallRate: rate ? Math.max(1, Math.round(rate)) : undefined,
         requests: [
@@ -295,12 +319,33 @@ async function main() {
     let counted = 0;
     const phase = (name: string) => {
       if (proxy) {
-        const calls = new Map<string, number>();
-        for (const c of proxy.calls.slice(counted)) calls.set(c.method, (calls.get(c.method) ?? 0) + 1);
+        // Per method (a JSON-RPC batch under its first call's): HTTP requests, calls, the node's
+        // answer time (wall clock, summed) and answer bytes.
+        const calls = new Map<string, { requests: number; calls: number; ms: number; kib: number }>();
+        for (const c of proxy.calls.slice(counted)) {
+          const m = calls.get(c.method) ?? { requests: 0, calls: 0, ms: 0, kib: 0 };
+          m.requests++;
+          m.calls += c.size;
+          m.ms += c.ms ?? 0;
+          m.kib += (c.bytes ?? 0) / 1024;
+          calls.set(c.method, m);
+        }
         counted = proxy.calls.length;
-        console.error(`bench: JSON-RPC calls since the last phase: ${JSON.stringify(Object.fromEntries(calls))}`);
+        const list = [...calls].map(
+          ([method, m]) => `${method} ${m.requests}/${m.calls} ${Math.round(m.ms)} ms ${Math.round(m.kib)} KiB`,
+        );
+        console.error(`bench: JSON-RPC since the last phase (requests/calls, node time, answers): ${list.join(", ")}`);
       }
       console.error(`bench: ${name} (${new Date().toISOString()})`);
+    };
+    // What the relayer and the node spend with no load (the batcher's polling, timers): a floor
+    // under every CPU-per-payment figure below.
+    const idleSeconds = Number(process.env.IDLE ?? 5);
+    const idleBefore = { relayer: cpuMs(child.pid!), node: cpuMs(chain.node.pid) };
+    await new Promise((r) => setTimeout(r, idleSeconds * 1000));
+    const idle = {
+      relayer: (cpuMs(child.pid!) - idleBefore.relayer) / 1000 / idleSeconds,
+      node: (cpuMs(chain.node.pid) - idleBefore.node) / 1000 / idleSeconds,
     };
     phase("100 per request, saturation");
     const sat100 = await run(sets.p100sat, 100);
@@ -320,6 +365,10 @@ async function main() {
     );
     console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);
+    if (nice !== undefined) console.log(`\nThe hardhat node ran at nice ${nice} (NODE_NICE).`);
+    console.log(
+      `\nIdle for ${idleSeconds} s before the load: relayer ${idle.relayer.toFixed(2)} cores, node ${idle.node.toFixed(2)} cores.`,
+    );
     console.log("\n| verify only, one core | per second (median) |");
     console.log("| --- | ---: |");
     console.log(

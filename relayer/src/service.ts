@@ -18,6 +18,7 @@ import { CachedChainState } from "./chain/state";
 import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
 import { Ingest } from "./ingest";
 import { OwnerMessageIngest } from "./ingest/owner-messages";
+import { keccakReady } from "./ingest/verify";
 import { Metrics } from "./metrics";
 import { openStore, redactStoreUrl } from "./store";
 
@@ -94,6 +95,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   const reads = createPublicClient({ transport: http(config.rpcUrl, { ...rpcOptions, batch: true }) }) as PublicClient;
   const state = new CachedChainState(reads, contract);
   // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
+  await keccakReady; // the WebAssembly keccak, from the first request on
   const verifier = new SharedVerifier(domain, config.verifyWorkers);
   const ingest = await Ingest.open({
     verifier,

@@ -169,6 +169,13 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
       await waitFor(id, ["settled"]);
       const onChain = await settledOnChain();
       expect(onChain.filter((s) => s.device.toLowerCase() === devices[0].address.toLowerCase())).to.have.length(1);
+      // Sent again once settled (its nonce is used now, so the rules alone would refuse it): the
+      // stored row answers, with the same id, and nothing new is stored or settled.
+      const late = await post("/v1/payments", { payments: [item] });
+      expect(late.body.results[0]).to.deep.equal({ id, kind: "payment", status: "settled", duplicate: true });
+      await new Promise((r) => setTimeout(r, 1_000));
+      const after = await settledOnChain();
+      expect(after.filter((s) => s.device.toLowerCase() === devices[0].address.toLowerCase())).to.have.length(1);
     });
 
     it("two devices signing the very same payment message are two payments, and both settle", async () => {

@@ -14,7 +14,16 @@ import { expect } from "chai";
 import secp256k1 from "secp256k1";
 import { compactSignatureToSignature, getAddress, hashTypedData, isAddress, keccak256, recoverAddress } from "viem";
 import { privateKeyToAddress, signTypedData } from "viem/accounts";
-import { nativeKeccak256, Verifier, type VerifyCode, type VerifyItem, type VerifyResult } from "../src/ingest/verify";
+import {
+  fastKeccak256,
+  keccakBackend,
+  keccakReady,
+  nativeKeccak256,
+  Verifier,
+  type VerifyCode,
+  type VerifyItem,
+  type VerifyResult,
+} from "../src/ingest/verify";
 import { VerifierPool } from "../src/ingest/verify-pool";
 
 // Deterministic corpus: splitmix64 from a fixed seed.
@@ -354,6 +363,7 @@ describe("relayer: ingest/verify (fast path against viem)", function () {
   const verifier = new Verifier(domain);
 
   before(async () => {
+    await keccakReady; // the default Verifier then hashes with the WebAssembly keccak
     cases = await buildCorpus();
     results = cases.map((c) => verifier.verify(c.item));
   });
@@ -440,11 +450,31 @@ describe("relayer: ingest/verify (fast path against viem)", function () {
     }
   });
 
-  it("gives the same results with the JS keccak as with the native one", () => {
-    const js = new Verifier(domain, { keccak: (data) => keccak256(data, "bytes") });
-    expect(js.domainSeparator).to.equal(verifier.domainSeparator);
-    for (let i = 0; i < 1000; i++) expect(js.verify(cases[i].item)).to.deep.equal(results[i]);
+  it("gives the same results with the JS and the native keccak as with the default (WebAssembly) one", () => {
+    for (const keccak of [(data: Uint8Array) => keccak256(data, "bytes"), nativeKeccak256]) {
+      const other = new Verifier(domain, { keccak });
+      expect(other.domainSeparator).to.equal(verifier.domainSeparator);
+      for (let i = 0; i < 1000; i++) expect(other.verify(cases[i].item)).to.deep.equal(results[i]);
+    }
     expect(nativeKeccak256(new Uint8Array(0))).to.deep.equal(keccak256(new Uint8Array(0), "bytes"));
+  });
+
+  it("hashes every length from 0 to 600 bytes alike with the WebAssembly, native and JS keccaks", () => {
+    expect(keccakBackend()).to.equal("wasm");
+    const kept: Uint8Array[] = [];
+    for (let n = 0; n <= 600; n++) {
+      const data = new Uint8Array(n).map((_, i) => (i * 131 + n * 7) & 0xff);
+      // A view into a larger buffer too: the hasher must read only the view's bytes.
+      const view = new Uint8Array(n + 9).fill(0xee).subarray(4, 4 + n);
+      view.set(data);
+      const want = keccak256(data, "bytes");
+      const got = fastKeccak256(view);
+      expect(got, `${n} bytes`).to.deep.equal(want);
+      expect(nativeKeccak256(data), `${n} bytes, native`).to.deep.equal(want);
+      kept.push(got);
+    }
+    // Each digest is a copy: a later call does not overwrite an earlier answer.
+    expect(kept[0]).to.deep.equal(keccak256(new Uint8Array(0), "bytes"));
   });
 
   it("gives the same verdicts on worker threads, in order, for many small calls and one large one", async () => {

@@ -22,7 +22,7 @@ import {
 } from "../store/types";
 import { type PendingEntry, PendingLedger, tabKeyOf } from "./pending";
 import { type Candidate, decide, gatherSnapshot, type Snapshot, type Window } from "./rules";
-import { nativeKeccak256, type Verifier, type VerifyItem } from "./verify";
+import { fastKeccak256, type Verifier, type VerifyItem } from "./verify";
 
 export type ItemStatusName = "accepted" | "batched" | "submitted" | "settled" | "rejected" | "superseded" | "stale";
 
@@ -142,7 +142,7 @@ export class Ingest {
         continue;
       }
       // The same message signed by two devices is two items: the id covers the signer too.
-      const id = itemId(v.digest, v.device, nativeKeccak256);
+      const id = itemId(v.digest, v.device, fastKeccak256);
       const earlier = first.get(id);
       const running = this.inflight.get(id);
       if (earlier !== undefined) repeatOf[i] = earlier;
@@ -176,21 +176,22 @@ export class Ingest {
     return out.map((r, i) => (repeatOf[i] === undefined ? r! : { ...out[repeatOf[i]!]!, duplicate: true }));
   }
 
+  /**
+   * No read first: an item the store holds already is refused by the rules (its nonce is used, its
+   * voucher stale, or the ledger holds it still) or, where they accept it again, ignored by the
+   * store's insert, which answers with the stored row. Only the refused are looked up, so an item
+   * sent again gets its stored status, not the verdict on a second copy.
+   */
   private async admit(fresh: Fresh[]): Promise<Map<Hex, IngestResult>> {
     const out = new Map<Hex, IngestResult>();
-    const known = await this.o.store.getItems(fresh.map((f) => f.id));
-    let todo: { f: (typeof fresh)[number]; c: Candidate }[] = [];
-    fresh.forEach((f, i) => {
-      const row = known[i];
-      if (row) out.set(f.id, answerOf(f.id, row));
-      else todo.push({ f, c: candidateOf(f.item, f.device, this.o.fee) });
-    });
+    let todo = fresh.map((f) => ({ f, c: candidateOf(f.item, f.device, this.o.fee) }));
+    const refused: Hex[] = [];
     // A relayer sharing its store with others may find, at commit, that one of them admitted or
     // settled for the same owner since its ledger last read that owner: it re-reads and decides again.
     for (let round = 1; todo.length > 0; round++) {
       // First optimistic; once another relayer got in between, under the owners' locks (which
       // cannot be stale: two relayers paying for one busy owner then take turns, never livelock).
-      const { again } = await this.decideAndWrite(todo, out, round > 1);
+      const { again } = await this.decideAndWrite(todo, out, refused, round > 1);
       if (!again) break;
       if (round >= MAX_ADMISSION_ROUNDS) {
         throw new IngestUnavailableError(
@@ -199,6 +200,17 @@ export class Ingest {
       }
       this.o.onRetry?.();
       todo = todo.filter(({ f }) => !out.has(f.id));
+    }
+    if (refused.length > 0) {
+      const known = await this.o.store.getItems(refused);
+      refused.forEach((id, i) => {
+        const row = known[i];
+        if (row) out.set(id, answerOf(id, row));
+        else {
+          const r = out.get(id)!;
+          this.o.onDecision?.(r.kind, r.status, r.reason);
+        }
+      });
     }
     return out;
   }
@@ -213,6 +225,7 @@ export class Ingest {
   private async decideAndWrite(
     todo: { f: Fresh; c: Candidate }[],
     out: Map<Hex, IngestResult>,
+    refused: Hex[],
     locked: boolean,
   ): Promise<{ stale: OwnerVersion[]; again: boolean }> {
     // Reads first (cached, concurrent), then every decision in one synchronous pass. If items were
@@ -289,9 +302,10 @@ export class Ingest {
       }
       this.releases++;
     }
+    // Answered once `admit` knows whether the store holds them already (then its row answers).
     for (const [id, r] of pass.refused) {
       out.set(id, r);
-      this.o.onDecision?.(r.kind, r.status, r.reason);
+      refused.push(id);
     }
     if (again) return { stale: [], again };
     if (!result) return { stale: [], again: false };

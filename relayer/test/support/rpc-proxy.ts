@@ -24,7 +24,15 @@ export class RpcProxy {
   /** While true every connection is destroyed at once (the node is "down"). */
   down = false;
   /** Every method the relayer called, in order, with whether a fault hit it. */
-  readonly calls: { method: string; fault?: Fault["kind"] }[] = [];
+  readonly calls: {
+    method: string;
+    fault?: Fault["kind"];
+    /** JSON-RPC calls in the request (a batch counts each). */
+    size: number;
+    /** Milliseconds the upstream node took to answer, and the answer's bytes (forwarded requests only). */
+    ms?: number;
+    bytes?: number;
+  }[] = [];
   url = "";
 
   constructor(private readonly upstream: string) {}
@@ -81,7 +89,12 @@ export class RpcProxy {
     const first = Array.isArray(parsed) ? parsed[0] : parsed;
     const method = first?.method ?? "?";
     const fault = this.take(method);
-    this.calls.push({ method, fault: fault?.kind });
+    const call: (typeof this.calls)[number] = {
+      method,
+      fault: fault?.kind,
+      size: Array.isArray(parsed) ? parsed.length : 1,
+    };
+    this.calls.push(call);
     if (fault?.kind === "drop") {
       req.socket.destroy();
       return;
@@ -96,13 +109,17 @@ export class RpcProxy {
     }
     if (fault?.kind === "delay") await new Promise((r) => setTimeout(r, fault.ms));
     let upstream: Response;
+    const started = performance.now();
+    let text: string;
     try {
       upstream = await fetch(this.upstream, { method: "POST", headers: { "content-type": "application/json" }, body });
+      text = await upstream.text();
     } catch {
       req.socket.destroy();
       return;
     }
-    const text = await upstream.text();
+    call.ms = performance.now() - started;
+    call.bytes = Buffer.byteLength(text);
     if (fault?.kind === "dropAnswer") {
       req.socket.destroy();
       return;
