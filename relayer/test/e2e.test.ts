@@ -172,7 +172,12 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
       // Sent again once settled (its nonce is used now, so the rules alone would refuse it): the
       // stored row answers, with the same id, and nothing new is stored or settled.
       const late = await post("/v1/payments", { payments: [item] });
-      expect(late.body.results[0]).to.deep.equal({ id, kind: "payment", status: "settled", duplicate: true });
+      expect((late.body.results as unknown[])[0]).to.deep.equal({
+        id,
+        kind: "payment",
+        status: "settled",
+        duplicate: true,
+      });
       await new Promise((r) => setTimeout(r, 1_000));
       const after = await settledOnChain();
       expect(after.filter((s) => s.device.toLowerCase() === devices[0].address.toLowerCase())).to.have.length(1);

@@ -26,18 +26,12 @@ import {
   packVoucher,
   REASONS,
 } from "@machinepay/sdk";
-import {
-  type Address,
-  encodeFunctionData,
-  keccak256,
-  type PublicClient,
-  type TransactionReceipt,
-  toEventSelector,
-} from "viem";
+import { type Address, type PublicClient, type TransactionReceipt, toEventSelector } from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { ChainClock } from "../chain/clock";
 import { checkOwnerMessage, fromStoredBody, type OwnerMessage, ownerMessageCalldata } from "../chain/owner-messages";
 import type { Rpc } from "../chain/rpc";
+import { transactionHash } from "../chain/sender";
 import type { CachedChainState } from "../chain/state";
 import { crashPoint } from "../faults";
 import { entryOf, type Ingest } from "../ingest";
@@ -53,6 +47,7 @@ import type {
   OwnerMessageRow,
   Store,
 } from "../store/types";
+import { batchCalldata } from "./calldata";
 
 export type BatcherConfig = {
   maxItems: number;
@@ -496,7 +491,7 @@ export class Batcher {
       nonce: batch.nonce,
       ...fees,
     });
-    const hash = keccak256(raw);
+    const hash = transactionHash(raw);
     await this.o.store.addAttempt(batch.id, { hash, raw, nonce: batch.nonce, ...fees });
     crashPoint("after-attempt-row");
     await this.broadcast(batch, hash, raw);
@@ -576,12 +571,16 @@ export class Batcher {
     let settled = 0;
     for (const log of receipt.logs) {
       if (log.address.toLowerCase() !== this.o.contract.toLowerCase()) continue;
+      if (SETTLED_TOPICS.has(log.topics[0]!)) {
+        settled++;
+        continue;
+      }
       const e = decodeMachinePayLog(log as never);
       if (!e) continue;
       if (e.eventName === "PaymentSkipped" || e.eventName === "VoucherSkipped") {
         const s = e as { index: number; reason: string };
         skipped.set(s.index, s.reason);
-      } else if (e.eventName === "PaymentSettled" || e.eventName === "VoucherSettled") settled++;
+      }
     }
     if (settled + skipped.size !== batch.itemIds.length) {
       throw new Error(
@@ -864,11 +863,13 @@ export class Batcher {
   }
 
   private calldata(kind: ItemKind, token: Hex, rows: ItemRow[]): Hex {
-    return encodeFunctionData({
-      abi: machinePayAbi,
-      functionName: kind === "payment" ? "settle" : "settleVouchers",
-      args: [token, rows.map((r) => packed(kind, r)), this.o.feeRecipient] as never,
-    });
+    const fn = kind === "payment" ? "settle" : "settleVouchers";
+    return batchCalldata(
+      fn,
+      token,
+      rows.map((r) => packed(kind, r)),
+      this.o.feeRecipient,
+    );
   }
 
   private log(level: "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) {
@@ -914,6 +915,13 @@ const SETTLEMENT_TOPICS = new Set<string>(
         x.type === "event" &&
         ["PaymentSettled", "VoucherSettled", "PaymentSkipped", "VoucherSkipped", "BatchSettled"].includes(x.name),
     )
+    .map((x) => toEventSelector(x as never)),
+);
+
+/** Settled items' events: `outcomes` counts them by topic, without decoding (a batch has hundreds). */
+const SETTLED_TOPICS = new Set<string>(
+  machinePayAbi
+    .filter((x) => x.type === "event" && ["PaymentSettled", "VoucherSettled"].includes(x.name))
     .map((x) => toEventSelector(x as never)),
 );
 

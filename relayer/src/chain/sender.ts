@@ -5,8 +5,12 @@
  */
 import { createDecipheriv, pbkdf2Sync, scryptSync, timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import { type Hex, keccak256 } from "viem";
+import { type Hex, keccak256, serializeTransaction, type TransactionSerializable } from "viem";
 import { type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
+import { fastKeccak256 } from "../keccak";
+
+// The native binding (not the package's main entry, which falls back silently to pure JS).
+const secp256k1: typeof import("secp256k1") = require("secp256k1/bindings");
 
 /** Hardhat's account #1 (account #0 deploys): public test keys, never for value. */
 export const HARDHAT_DEV_SENDER_KEY: Hex = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
@@ -28,10 +32,44 @@ export type LoadedSender = {
 
 const KEY = /^(0x)?[0-9a-fA-F]{64}$/;
 
+/** The transaction hash of a signed raw transaction (keccak-256 of its bytes). */
+export function transactionHash(raw: Hex): Hex {
+  return `0x${Buffer.from(fastKeccak256(Buffer.from(raw.slice(2), "hex"))).toString("hex")}`;
+}
+
+/**
+ * viem's account for `key`, whose transactions are signed with native secp256k1 over the
+ * WebAssembly keccak instead of viem's JavaScript ones: the same bytes (both sign by RFC 6979, low
+ * s), in ~4 ms instead of ~23 for a 500-item batch (80 KB of calldata), which the event loop spent
+ * blocked. Everything else is viem's account as it is.
+ */
+export function accountOf(key: Hex): PrivateKeyAccount {
+  const account = privateKeyToAccount(key);
+  const secret = Buffer.from(key.slice(2), "hex");
+  const signTransaction = async (
+    transaction: TransactionSerializable,
+    options?: { serializer?: (tx: TransactionSerializable, signature?: unknown) => Hex | Promise<Hex> },
+  ): Promise<Hex> => {
+    const serializer = options?.serializer ?? serializeTransaction;
+    // As viem does: a blob transaction is signed without its sidecars.
+    const signable = transaction.type === "eip4844" ? { ...transaction, sidecars: false } : transaction;
+    const unsigned = await serializer(signable as TransactionSerializable);
+    const digest = fastKeccak256(Buffer.from(unsigned.slice(2), "hex"));
+    const { signature, recid } = secp256k1.ecdsaSign(digest, secret);
+    const hex = (b: Uint8Array) => `0x${Buffer.from(b).toString("hex")}` as Hex;
+    return serializer(transaction, {
+      r: hex(signature.subarray(0, 32)),
+      s: hex(signature.subarray(32, 64)),
+      v: BigInt(27 + recid),
+      yParity: recid,
+    });
+  };
+  return { ...account, signTransaction: signTransaction as PrivateKeyAccount["signTransaction"] };
+}
+
 /** Load the sender account; `env` supplies the keystore passphrase (from the variable the config names). */
 export function loadSender(source: SenderKeySource, env: Record<string, string | undefined>): LoadedSender {
-  if (source.dev)
-    return { account: privateKeyToAccount(HARDHAT_DEV_SENDER_KEY), source: "dev (Hardhat test key, public)" };
+  if (source.dev) return { account: accountOf(HARDHAT_DEV_SENDER_KEY), source: "dev (Hardhat test key, public)" };
   if (source.keyFile) {
     let text: string;
     try {
@@ -47,7 +85,7 @@ export function loadSender(source: SenderKeySource, env: Record<string, string |
       // Not fatal: say so, so the operator tightens it.
       process.emitWarning(`sender key file ${source.keyFile} is readable by group or others: chmod 600 it`);
     }
-    return { account: privateKeyToAccount((text.startsWith("0x") ? text : `0x${text}`) as Hex), source: "key file" };
+    return { account: accountOf((text.startsWith("0x") ? text : `0x${text}`) as Hex), source: "key file" };
   }
   if (source.keystore) {
     const passphrase = env[source.passphraseEnv];
@@ -55,7 +93,7 @@ export function loadSender(source: SenderKeySource, env: Record<string, string |
       throw new SenderKeyError(`set ${source.passphraseEnv} to the keystore's passphrase (it is never logged)`);
     }
     return {
-      account: privateKeyToAccount(decryptKeystore(readFileSync(source.keystore, "utf8"), passphrase)),
+      account: accountOf(decryptKeystore(readFileSync(source.keystore, "utf8"), passphrase)),
       source: "keystore",
     };
   }
