@@ -167,8 +167,9 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     metrics,
     logger: log,
     readiness: async () => {
+      // A read through the pending index: cheap however many items the store holds.
       const store_ = await store
-        .countByStatus()
+        .pendingCounts()
         .then(() => true)
         .catch(() => false);
       const chain = await client

@@ -505,6 +505,8 @@ for (const backend of BACKENDS) {
         const counts = await store.countByStatus();
         expect(counts.items).to.deep.include({ accepted: 5, batched: 1, rejected: 1, settled: 0 });
         expect(counts.batches).to.deep.include({ created: 1, sent: 0 });
+        // The probe's count (through the pending index) agrees with the full one.
+        expect(await store.pendingCounts()).to.deep.equal({ accepted: 5, batched: 1, submitted: 0 });
         expect((await store.pendingItems()).map((r) => r.id).sort()).to.deep.equal(
           items
             .filter((_, i) => i !== 1)

@@ -89,7 +89,7 @@ export interface ApiDeps {
    * when `ingest` is an Ingest (buildServer refuses to start without either).
    */
   ledger?: Pick<PendingLedger, "deviceSpend" | "ownerSpend">;
-  store: Pick<Store, "getItem" | "getTab" | "listBatches" | "getBatch" | "countByStatus">;
+  store: Pick<Store, "getItem" | "getTab" | "listBatches" | "getBatch" | "pendingCounts">;
   chain: ChainState;
   /** Chain time: pass the ChainClock Ingest uses (default: a ChainClock that never saw a block, i.e. wall time). */
   clock?: Pick<ChainClock, "now">;

@@ -4,14 +4,14 @@
  * Stages report through the typed methods below; GET /metrics renders `text()`.
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
-import type { StatusCounts, Store } from "../store/types";
+import type { PendingCounts, Store } from "../store/types";
 import { PENDING_ITEM_STATUSES } from "../store/types";
 
 export type ItemKindLabel = "payment" | "voucher";
 
 export type MetricsOptions = {
   /** queue_depth is read from the store at each scrape. */
-  store?: Pick<Store, "countByStatus">;
+  store?: Pick<Store, "pendingCounts">;
   /** Process metrics (CPU, memory, event loop lag, GC), prefixed machinepay_ (default true). */
   defaultMetrics?: boolean;
 };
@@ -108,13 +108,13 @@ export class Metrics {
       registers,
       async collect() {
         if (!store) return;
-        let counts: StatusCounts;
+        let counts: PendingCounts;
         try {
-          counts = await store.countByStatus();
+          counts = await store.pendingCounts();
         } catch {
           return; // keep the last values: a scrape must not fail because the store is busy
         }
-        for (const status of PENDING_ITEM_STATUSES) this.set({ status }, counts.items[status] ?? 0);
+        for (const status of PENDING_ITEM_STATUSES) this.set({ status }, counts[status]);
       },
     });
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: p });

@@ -58,6 +58,8 @@ import {
   type OwnerMessageUpdate,
   type OwnerVersion,
   type Page,
+  PENDING_ITEM_STATUSES,
+  type PendingCounts,
   type ReadyItemsQuery,
   type StatusCounts,
   type Store,
@@ -863,6 +865,17 @@ export class PostgresStore implements Store {
         batches[r.status as BatchStatus] = r.n as number;
       }
       return { items, batches };
+    });
+  }
+
+  async pendingCounts(): Promise<PendingCounts> {
+    return this.read("counting pending items", async (c) => {
+      const counts = Object.fromEntries(PENDING_ITEM_STATUSES.map((k) => [k, 0])) as PendingCounts;
+      const { rows } = await c.query(
+        "SELECT status, count(*)::int AS n FROM items WHERE status IN ('accepted', 'batched', 'submitted') GROUP BY status",
+      );
+      for (const r of rows) counts[r.status as keyof PendingCounts] = Number(r.n);
+      return counts;
     });
   }
 

@@ -145,6 +145,7 @@ export class SqliteThreadStore implements Store {
   onOwnVersions: Store["onOwnVersions"] = () => {};
   heartbeat: Store["heartbeat"] = (...a) => this.call("heartbeat", ...a);
   countByStatus: Store["countByStatus"] = (...a) => this.call("countByStatus", ...a);
+  pendingCounts: Store["pendingCounts"] = (...a) => this.call("pendingCounts", ...a);
   getTab: Store["getTab"] = (...a) => this.call("getTab", ...a);
   setTabSettled: Store["setTabSettled"] = (...a) => this.call("setTabSettled", ...a);
   createBatch: Store["createBatch"] = (...a) => this.call("createBatch", ...a);

@@ -52,6 +52,8 @@ import {
   type OwnerMessageUpdate,
   type OwnerVersion,
   type Page,
+  PENDING_ITEM_STATUSES,
+  type PendingCounts,
   type ReadyItemsQuery,
   type StatusCounts,
   type Store,
@@ -408,6 +410,18 @@ export class SqliteStore implements Store {
         batches[r.status as BatchStatus] = r.n as number;
       }
       return { items, batches };
+    });
+  }
+
+  async pendingCounts(): Promise<PendingCounts> {
+    return this.read(() => {
+      const counts = Object.fromEntries(PENDING_ITEM_STATUSES.map((k) => [k, 0])) as PendingCounts;
+      for (const r of this.sql(
+        `SELECT status, count(*) AS n FROM items WHERE status IN ('accepted', 'batched', 'submitted') GROUP BY status`,
+      ).all() as Row[]) {
+        counts[r.status as keyof PendingCounts] = r.n as number;
+      }
+      return counts;
     });
   }
 

@@ -400,6 +400,8 @@ export interface StatusCounts {
   batches: Record<BatchStatus, number>;
 }
 
+export type PendingCounts = Record<(typeof PENDING_ITEM_STATUSES)[number], number>;
+
 export interface StoreStats {
   /** Transactions committed by `write` (each holds one group of callers). */
   groupCommits: number;
@@ -455,7 +457,13 @@ export interface Store {
   onOwnVersions(listener: (bumped: OwnerVersion[]) => void): void;
   /** Accepted items of one kind and token by deadline, then device, then nonce. */
   readyItems(query: ReadyItemsQuery): Promise<ItemRow[]>;
+  /** Every item and batch by status: scans both tables (an operator's or a test's question, not a probe's). */
   countByStatus(): Promise<StatusCounts>;
+  /**
+   * Items not settled yet (accepted, batched, submitted), read through the pending partial index:
+   * its cost follows the queue, not the table, so health checks and scrapes can ask it often.
+   */
+  pendingCounts(): Promise<PendingCounts>;
 
   getTab(key: TabKey): Promise<TabRow | null>;
   /** Records what the chain says about a tab (creating the row if needed). */

@@ -112,8 +112,8 @@ export function infoRoutes(app: ApiApp, ctx: RouteContext): void {
       const r = await ready();
       let queue: Record<string, number> | undefined;
       try {
-        const counts = await deps.store.countByStatus();
-        queue = Object.fromEntries(PENDING_ITEM_STATUSES.map((s) => [s, counts.items[s] ?? 0]));
+        const counts = await deps.store.pendingCounts();
+        queue = Object.fromEntries(PENDING_ITEM_STATUSES.map((s) => [s, counts[s]]));
       } catch {
         queue = undefined;
       }
