@@ -18,7 +18,7 @@ import { CachedChainState } from "./chain/state";
 import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
 import { Ingest } from "./ingest";
 import { OwnerMessageIngest } from "./ingest/owner-messages";
-import { keccakReady } from "./ingest/verify";
+import { keccakReady } from "./keccak";
 import { Metrics } from "./metrics";
 import { openStore, redactStoreUrl } from "./store";
 
