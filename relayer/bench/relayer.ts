@@ -50,7 +50,7 @@ const P1 = Number(process.env.P1 ?? 15_000);
 /** Payments each device signs: 20 brings a device the relayer has not seen every 20 payments. */
 const PER_DEVICE = Number(process.env.PER_DEVICE ?? 20);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
-/** Connections for one payment per request (that path waits on commits, not on the CPU: more of them group more). */
+/** Connections at one payment per request (128 measured the same rate as 32, with 4x the latency: BENCHMARKS.md). */
 const CONNECTIONS1 = Number(process.env.CONNECTIONS1 ?? CONNECTIONS);
 
 type Json = ReturnType<typeof toSignedPaymentJson>;

@@ -907,23 +907,23 @@ function packed(kind: ItemKind, r: ItemRow) {
   );
 }
 
+/** topic0 of each named MachinePay event. */
+const eventTopics = (...names: string[]) =>
+  new Set<string>(
+    machinePayAbi.filter((x) => x.type === "event" && names.includes(x.name)).map((x) => toEventSelector(x as never)),
+  );
+
 /** Events a settlement transaction emits: for our own, `mined` refreshes the cache itself. */
-const SETTLEMENT_TOPICS = new Set<string>(
-  machinePayAbi
-    .filter(
-      (x) =>
-        x.type === "event" &&
-        ["PaymentSettled", "VoucherSettled", "PaymentSkipped", "VoucherSkipped", "BatchSettled"].includes(x.name),
-    )
-    .map((x) => toEventSelector(x as never)),
+const SETTLEMENT_TOPICS = eventTopics(
+  "PaymentSettled",
+  "VoucherSettled",
+  "PaymentSkipped",
+  "VoucherSkipped",
+  "BatchSettled",
 );
 
 /** Settled items' events: `outcomes` counts them by topic, without decoding (a batch has hundreds). */
-const SETTLED_TOPICS = new Set<string>(
-  machinePayAbi
-    .filter((x) => x.type === "event" && ["PaymentSettled", "VoucherSettled"].includes(x.name))
-    .map((x) => toEventSelector(x as never)),
-);
+const SETTLED_TOPICS = eventTopics("PaymentSettled", "VoucherSettled");
 
 type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
 
