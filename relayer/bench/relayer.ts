@@ -28,32 +28,21 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { setPriority } from "node:os";
 import { join } from "node:path";
-import {
-  domainSeparator,
-  type Hex,
-  type Payment,
-  paymentDigest,
-  recoverPaymentSigner,
-  toSignedPaymentJson,
-} from "@machinepay/sdk";
+import { type Payment, recoverPaymentSigner } from "@machinepay/sdk";
 import autocannon from "autocannon";
-import secp256k1 from "secp256k1";
 import { HARDHAT_KEYS } from "../../scripts/lib/deploy-local";
 import { freePort, stopProcess } from "../../scripts/lib/hardhat-node";
 import { startPostgres } from "../../scripts/lib/postgres";
-import { keccakReady, nativeKeccak256, Verifier } from "../src/ingest/verify";
-import { PAYEES, startTestChain, type TestChain, USDC } from "../test/support/chain";
+import { keccakReady, Verifier } from "../src/ingest/verify";
+import { startTestChain } from "../test/support/chain";
 import { RpcProxy } from "../test/support/rpc-proxy";
+import { cpuMs, type Json, presigner, quietNode } from "./support";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
-/** Payments each device signs: 20 brings a device the relayer has not seen every 20 payments. */
-const PER_DEVICE = Number(process.env.PER_DEVICE ?? 20);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
 /** Connections at one payment per request (128 measured the same rate as 32, with 4x the latency: BENCHMARKS.md). */
 const CONNECTIONS1 = Number(process.env.CONNECTIONS1 ?? CONNECTIONS);
-
-type Json = ReturnType<typeof toSignedPaymentJson>;
 
 /** `--store postgres --instances 1,2,3` (either flag alone means the scale-out comparison too). */
 function scaleOutArgs(argv: string[]): number[] | undefined {
@@ -89,31 +78,6 @@ function niceNode(pid: number): number | undefined {
   return n;
 }
 
-/**
- * Turn off the `hardhat node` console log of every call it serves (it decodes each transaction and
- * call for the log): CPU a production node does not spend. NODE_LOGGING=1 keeps it on.
- */
-async function quietNode(url: string): Promise<void> {
-  if (process.env.NODE_LOGGING === "1") return;
-  const res = await fetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "hardhat_setLoggingEnabled", params: [false] }),
-  });
-  const body = (await res.json()) as { error?: { message: string } };
-  if (body.error) throw new Error(`hardhat_setLoggingEnabled failed: ${body.error.message}`);
-}
-
-/** user + system CPU of a process, ms (Linux /proc). */
-function cpuMs(pid: number): number {
-  try {
-    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1].split(" ");
-    return ((Number(f[11]) + Number(f[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ 100)
-  } catch {
-    return 0;
-  }
-}
-
 /** CPU of a PostgreSQL server: the postmaster and every backend it forked (live ones). */
 function serverCpuMs(postmaster: number): number {
   let total = cpuMs(postmaster);
@@ -127,40 +91,16 @@ function serverCpuMs(postmaster: number): number {
   return total;
 }
 
-/**
- * Pre-signs payments of fresh devices (a new policy each call, PER_DEVICE payments per device) with
- * native secp256k1 over the fixed-layout digest (RFC 6979: the same signatures viem makes).
- */
-async function presigner(chain: TestChain): Promise<(count: number) => Promise<Json[]>> {
-  const deadline = (await chain.client.getBlock()).timestamp + 7_200n;
-  const sep = domainSeparator(chain.domain, nativeKeccak256);
-  return async (count) => {
-    const { devices, keys: hexKeys } = await chain.fleet(Math.ceil(count / PER_DEVICE), {
-      maxPerPayment: USDC(10),
-      maxPerPeriod: USDC(10_000),
-      lifetimeMax: USDC(100_000),
-    });
-    const out: Json[] = [];
-    const keys = hexKeys.map((k) => Buffer.from(k.slice(2), "hex"));
-    for (let n = 0; n < PER_DEVICE; n++) {
-      for (let i = 0; i < devices.length && out.length < count; i++) {
-        const payment: Payment = {
-          payee: PAYEES[(i + n) % 3],
-          token: chain.usdc,
-          amount: 10_000n + BigInt(n),
-          nonce: BigInt(n),
-          deadline,
-          maxFee: 0n,
-          ref: `0x${(out.length + 1).toString(16).padStart(64, "0")}` as Hex,
-        };
-        const { signature, recid } = secp256k1.ecdsaSign(paymentDigest(sep, payment, nativeKeccak256), keys[i]);
-        out.push(
-          toSignedPaymentJson(payment, `0x${Buffer.from(signature).toString("hex")}${(27 + recid).toString(16)}`),
-        );
-      }
-    }
-    return out;
-  };
+const ADMISSION_STAGES = ["verify", "chain_read", "decide_and_store"] as const;
+
+/** Sum and count of machinepay_admission_stage_seconds per stage, from the relayer's /metrics. */
+async function stageTotals(port: number) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out = Object.fromEntries(ADMISSION_STAGES.map((st) => [st, { sum: 0, count: 0 }]));
+  for (const m of text.matchAll(/^machinepay_admission_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$/gm)) {
+    if (out[m[2]!]) out[m[2]!]![m[1] as "sum" | "count"] = Number(m[3]);
+  }
+  return out as Record<(typeof ADMISSION_STAGES)[number], { sum: number; count: number }>;
 }
 
 /** Starts `machinepay relayer start --config FILE` and waits for /healthz. */
@@ -278,6 +218,7 @@ async function main() {
       let other = 0;
       const cpuNow = () => ({ relayer: cpuMs(child!.pid!), node: cpuMs(chain.node.pid), bench: cpuMs(process.pid) });
       const cpuBefore = cpuNow();
+      const stagesBefore = await stageTotals(port);
       const started = process.hrtime.bigint();
       // Until the last answer, not until autocannon returns (it notices the end on a 1 s tick,
       // which quantised short runs to whole seconds).
@@ -303,6 +244,14 @@ async function main() {
       });
       const seconds = Number(last - started) / 1e9;
       const cpuLoaded = cpuNow();
+      const stagesAfter = await stageTotals(port);
+      // Mean ms per request in each admission stage over the load (machinepay_admission_stage_seconds).
+      const stages = Object.fromEntries(
+        ADMISSION_STAGES.map((st) => {
+          const n = stagesAfter[st].count - stagesBefore[st].count;
+          return [st, n > 0 ? ((stagesAfter[st].sum - stagesBefore[st].sum) * 1000) / n : Number.NaN];
+        }),
+      ) as Record<(typeof ADMISSION_STAGES)[number], number>;
       // Then until everything accepted is settled (each phase starts from an empty queue, and a
       // phase does not pay for the settlement of the one before it).
       const drainStarted = process.hrtime.bigint();
@@ -321,6 +270,7 @@ async function main() {
       const loaded = used(cpuLoaded);
       return {
         drainSeconds,
+        stages,
         cpu: {
           relayer: per1k(all.relayer),
           node: per1k(all.node),
@@ -339,10 +289,13 @@ async function main() {
     };
 
     const rows: string[] = [];
-    const row = (label: string, r: Awaited<ReturnType<typeof run>>) =>
+    const stageRows: string[] = [];
+    const row = (label: string, r: Awaited<ReturnType<typeof run>>) => {
+      stageRows.push(`| ${label} | ${ADMISSION_STAGES.map((st) => r.stages[st].toFixed(1)).join(" | ")} |`);
       rows.push(
         `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} | ${r.cpu.relayer} | ${r.cpu.node} | ${r.cpu.bench} | ${r.cpu.cores.toFixed(2)} | ${r.drainSeconds.toFixed(1)} |`,
       );
+    };
     let counted = 0;
     const phase = (name: string) => {
       if (proxy) {
@@ -399,6 +352,12 @@ async function main() {
     );
     console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);
+    console.log(
+      "\nWhere a request's time went, mean ms per request over the load (machinepay_admission_stage_seconds):",
+    );
+    console.log(`\n| load | ${ADMISSION_STAGES.join(" | ")} |`);
+    console.log(`| --- | ${ADMISSION_STAGES.map(() => "---:").join(" | ")} |`);
+    for (const r of stageRows) console.log(r);
     if (nice !== undefined) console.log(`\nThe hardhat node ran at nice ${nice} (NODE_NICE).`);
     console.log(
       `\nIdle for ${idleSeconds} s after the load, everything settled: relayer ${idle.relayer.toFixed(2)} cores, node ${idle.node.toFixed(2)} cores.`,

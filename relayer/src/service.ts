@@ -106,6 +106,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     fee: config.fee,
     onDecision: metrics.decision,
     onRetry: metrics.admissionRetry,
+    onStage: metrics.stage,
   });
   const batcher = new Batcher({
     store,

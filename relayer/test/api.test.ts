@@ -281,6 +281,7 @@ async function harness(url?: string): Promise<Harness> {
     deadlineMarginSeconds: 30,
     fee: 0n,
     onDecision: metrics.decision,
+    onStage: metrics.stage,
   });
   const logs: string[] = [];
   const sink = new Writable({
@@ -983,6 +984,14 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
           expect(text).to.include(line);
         }
         for (const l of text.split("\n").filter((x) => x && !x.startsWith("#"))) expect(l).to.match(/^machinepay_/);
+        // Every admitted request was timed in each stage it went through (accepted payments above).
+        for (const stage of ["verify", "chain_read", "decide_and_store"]) {
+          const count = text.match(
+            new RegExp(`^machinepay_admission_stage_seconds_count\\{stage="${stage}"\\} (\\d+)$`, "m"),
+          );
+          expect(count, `admission stage ${stage}`).to.not.equal(null);
+          expect(Number(count![1]), `admission stage ${stage}`).to.be.above(0);
+        }
       });
 
       it("GET /v1/openapi.json is an OpenAPI document listing every route", async () => {

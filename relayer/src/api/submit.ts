@@ -95,7 +95,9 @@ export async function submitItems(ctx: RouteContext, items: VerifyItem[]): Promi
   let results: Awaited<ReturnType<typeof ctx.deps.ingest.submit>>;
   let taken: Map<string, number> | undefined;
   try {
+    const verifyStarted = performance.now();
     await ctx.verifier.prepare?.(items);
+    ctx.deps.metrics.stage("verify", (performance.now() - verifyStarted) / 1000);
     taken = limitDevices(ctx, items);
     results = await ctx.deps.ingest.submit(items);
   } catch (e) {

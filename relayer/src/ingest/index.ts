@@ -64,6 +64,8 @@ export type IngestOptions = {
   onDecision?: (kind: "payment" | "voucher", status: ItemStatusName, reason?: string) => void;
   /** Called when an admission is decided again (another relayer changed its owners meanwhile). */
   onRetry?: () => void;
+  /** Seconds one admission pass spent reading chain state, and deciding and committing its writes (metrics). */
+  onStage?: (stage: "chain_read" | "decide_and_store", seconds: number) => void;
 };
 
 const statusOf = (row: ItemRow): ItemStatusName => row.status;
@@ -233,11 +235,13 @@ export class Ingest {
     // them (counting neither): read again (the batcher refreshed the cache before releasing).
     let snapshots: Snapshot[];
     let generation: number;
+    const readStarted = performance.now();
     for (;;) {
       generation = this.releases;
       snapshots = await Promise.all(todo.map(({ c }) => gatherSnapshot(this.o.chain, c)));
       if (generation === this.releases) break;
     }
+    this.o.onStage?.("chain_read", (performance.now() - readStarted) / 1000);
     let again = false;
     const now = this.o.clock.now();
     const margin = BigInt(this.o.deadlineMarginSeconds);
@@ -259,6 +263,7 @@ export class Ingest {
     };
     let result: WriteResult | undefined;
     let leaving: Hex[] = [];
+    const writeStarted = performance.now();
     try {
       if (!locked) {
         const set = decideNow(true);
@@ -283,6 +288,7 @@ export class Ingest {
         for (const r of this.reloading) r.add(a.entry.id);
       }
     }
+    if (result) this.o.onStage?.("decide_and_store", (performance.now() - writeStarted) / 1000);
     if (result && result.stale.length > 0) {
       // Nothing was written: the decisions are void, the caller decides again under the locks.
       this.undo(pass);

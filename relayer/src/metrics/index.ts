@@ -8,6 +8,7 @@ import type { PendingCounts, Store } from "../store/types";
 import { PENDING_ITEM_STATUSES } from "../store/types";
 
 export type ItemKindLabel = "payment" | "voucher";
+export type AdmissionStage = "verify" | "chain_read" | "decide_and_store";
 
 export type MetricsOptions = {
   /** queue_depth is read from the store at each scrape. */
@@ -30,6 +31,7 @@ export class Metrics {
   private readonly batchSize: Histogram;
   private readonly gasPerItem: Histogram;
   private readonly ackLatency: Histogram<"kind">;
+  private readonly admissionStage: Histogram<"stage">;
   private readonly senderBalanceWei: Gauge;
 
   constructor(options: MetricsOptions = {}) {
@@ -95,6 +97,13 @@ export class Metrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     });
+    this.admissionStage = new Histogram({
+      name: `${p}admission_stage_seconds`,
+      help: "Seconds a submit request spent in each stage of admission: verify (signature recovery, worker threads), chain_read (chain state of its devices and owners, cached), decide_and_store (the decisions and the durable commit)",
+      labelNames: ["stage"],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    });
     this.senderBalanceWei = new Gauge({
       name: `${p}sender_balance_wei`,
       help: "Native balance of the batch sender, wei",
@@ -137,6 +146,11 @@ export class Metrics {
   ack(kind: ItemKindLabel, seconds: number): void {
     this.ackLatency.observe({ kind }, seconds);
   }
+
+  /** A submit request spent `seconds` in admission stage `stage` (Ingest's `onStage` hook: bound). */
+  readonly stage = (stage: AdmissionStage, seconds: number): void => {
+    this.admissionStage.observe({ stage }, seconds);
+  };
 
   /** Any HTTP answer (route is the pattern, e.g. /v1/payments/:id, or "unmatched"). */
   request(method: string, route: string, status: number): void {
