@@ -3,17 +3,21 @@
  * payments per request and for one, at saturation and at half of it; plus the verify-only rate per
  * core (fast path against viem) in the same run. Everything real: a `hardhat node`, the relayer as
  * its own process with its SQLite file (settling in the background, as in production), load from
- * this process with autocannon. Payments are signed before the timed part.
+ * this process. Payments are signed before the timed part. Saturation is closed-loop (autocannon:
+ * each connection sends its next request on the answer to the last); half load is open-loop at half
+ * the saturation rate, requests evenly spaced and latency counted from each one's due time
+ * (`pacedLoad` in support.ts: autocannon's own rate limit sends each second's quota in a burst).
  *
  *   pnpm --filter @machinepay/relayer bench:relayer
- *   P100=60000 P1=15000 DURATION=10 pnpm --filter @machinepay/relayer bench:relayer
+ *   P100=60000 P1=15000 pnpm --filter @machinepay/relayer bench:relayer
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
  *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
  *   RPC_COUNT=1 …         the relayer reaches the node through a counting proxy; each phase prints its JSON-RPC calls
  *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
  *   WARMUP=5 …            seconds between the relayer's start and the load (it reads the events since the deployment)
  *   IDLE=5 …              seconds the relayer idles after the load, to measure what it and the node spend unloaded
- *   CONNECTIONS=32 CONNECTIONS1=128 …   load connections at 100 per request and at one (default: CONNECTIONS for both)
+ *   CONNECTIONS=32 CONNECTIONS1=128 …   load connections at 100 per request and at one (default: CONNECTIONS for both;
+ *                         at half load, the most requests in flight before the next ones queue)
  *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
  *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
  *
@@ -36,7 +40,7 @@ import { startPostgres } from "../../scripts/lib/postgres";
 import { keccakReady, Verifier } from "../src/ingest/verify";
 import { startTestChain } from "../test/support/chain";
 import { RpcProxy } from "../test/support/rpc-proxy";
-import { cpuMs, type Json, presigner, quietNode } from "./support";
+import { cpuMs, type Json, pacedLoad, presigner, quantile, quietNode } from "./support";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
@@ -100,7 +104,15 @@ async function stageTotals(port: number) {
   for (const m of text.matchAll(/^machinepay_admission_stage_seconds_(sum|count)\{stage="(\w+)"\} (\S+)$/gm)) {
     if (out[m[2]!]) out[m[2]!]![m[1] as "sum" | "count"] = Number(m[3]);
   }
-  return out as Record<(typeof ADMISSION_STAGES)[number], { sum: number; count: number }>;
+  // The event loop's delay since the previous scrape (prom-client resets it at each one), ms.
+  const lag = (name: string) =>
+    Number(text.match(new RegExp(`^machinepay_nodejs_eventloop_lag_${name}_seconds (\\S+)$`, "m"))?.[1] ?? Number.NaN) *
+    1000;
+  return {
+    ...(out as Record<(typeof ADMISSION_STAGES)[number], { sum: number; count: number }>),
+    lagP99: lag("p99"),
+    lagMax: lag("max"),
+  };
 }
 
 /** Starts `machinepay relayer start --config FILE` and waits for /healthz. */
@@ -223,25 +235,43 @@ async function main() {
       // Until the last answer, not until autocannon returns (it notices the end on a 1 s tick,
       // which quantised short runs to whole seconds).
       let last = started;
-      const result = await autocannon({
-        url: `http://127.0.0.1:${port}/v1/payments`,
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        // autocannon splits overallRate over connections in whole requests per second: keep it >= 1 each.
-        connections: Math.min(bodies.length, rate ? Math.max(1, Math.min(connections, Math.floor(rate))) : connections),
-        amount: bodies.length,
-        overallRate: rate ? Math.max(1, Math.round(rate)) : undefined,
-        requests: [
-          {
-            setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }),
-            onResponse: (_status, body) => {
-              last = process.hrtime.bigint();
-              const r = JSON.parse(body) as { results?: { status: string }[] };
-              for (const x of r.results ?? []) x.status === "accepted" ? accepted++ : other++;
+      const onBody = (body: string) => {
+        last = process.hrtime.bigint();
+        const r = JSON.parse(body) as { results?: { status: string }[] };
+        for (const x of r.results ?? []) x.status === "accepted" ? accepted++ : other++;
+      };
+      let latency: { p50: number; p97_5: number; p99: number };
+      let failed: { non2xx: number; errors: number };
+      if (rate) {
+        // Half load: evenly spaced requests, latency from each one's due time (see pacedLoad).
+        const paced = await pacedLoad({
+          url: `http://127.0.0.1:${port}/v1/payments`,
+          bodies,
+          rate,
+          connections,
+          onBody: (_status, body) => onBody(body),
+        });
+        const q = (x: number) => Math.round(quantile(paced.latencies, x) * 10) / 10;
+        latency = { p50: q(0.5), p97_5: q(0.975), p99: q(0.99) };
+        failed = { non2xx: paced.non2xx, errors: paced.errors };
+      } else {
+        // Saturation: closed loop, each connection sends its next request on the answer to the last.
+        const result = await autocannon({
+          url: `http://127.0.0.1:${port}/v1/payments`,
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          connections: Math.min(bodies.length, connections),
+          amount: bodies.length,
+          requests: [
+            {
+              setupRequest: (req) => ({ ...req, body: bodies[next++ % bodies.length] }),
+              onResponse: (_status, body) => onBody(body),
             },
-          },
-        ],
-      });
+          ],
+        });
+        latency = { p50: result.latency.p50, p97_5: result.latency.p97_5, p99: result.latency.p99 };
+        failed = { non2xx: result.non2xx, errors: result.errors };
+      }
       const seconds = Number(last - started) / 1e9;
       const cpuLoaded = cpuNow();
       const stagesAfter = await stageTotals(port);
@@ -252,6 +282,7 @@ async function main() {
           return [st, n > 0 ? ((stagesAfter[st].sum - stagesBefore[st].sum) * 1000) / n : Number.NaN];
         }),
       ) as Record<(typeof ADMISSION_STAGES)[number], number>;
+      const loopLag = { p99: stagesAfter.lagP99, max: stagesAfter.lagMax };
       // Then until everything accepted is settled (each phase starts from an empty queue, and a
       // phase does not pay for the settlement of the one before it).
       const drainStarted = process.hrtime.bigint();
@@ -271,6 +302,7 @@ async function main() {
       return {
         drainSeconds,
         stages,
+        loopLag,
         cpu: {
           relayer: per1k(all.relayer),
           node: per1k(all.node),
@@ -280,18 +312,17 @@ async function main() {
         perSecond: accepted / seconds,
         accepted,
         other,
-        p50: result.latency.p50,
-        p97_5: result.latency.p97_5,
-        p99: result.latency.p99,
-        non2xx: result.non2xx,
-        errors: result.errors,
+        ...latency,
+        ...failed,
       };
     };
 
     const rows: string[] = [];
     const stageRows: string[] = [];
     const row = (label: string, r: Awaited<ReturnType<typeof run>>) => {
-      stageRows.push(`| ${label} | ${ADMISSION_STAGES.map((st) => r.stages[st].toFixed(1)).join(" | ")} |`);
+      stageRows.push(
+        `| ${label} | ${ADMISSION_STAGES.map((st) => r.stages[st].toFixed(1)).join(" | ")} | ${r.loopLag.p99.toFixed(0)} | ${r.loopLag.max.toFixed(0)} |`,
+      );
       rows.push(
         `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} | ${r.cpu.relayer} | ${r.cpu.node} | ${r.cpu.bench} | ${r.cpu.cores.toFixed(2)} | ${r.drainSeconds.toFixed(1)} |`,
       );
@@ -353,10 +384,10 @@ async function main() {
     console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);
     console.log(
-      "\nWhere a request's time went, mean ms per request over the load (machinepay_admission_stage_seconds):",
+      "\nWhere a request's time went, mean ms per request over the load (machinepay_admission_stage_seconds); the relayer's event loop delay over the load (machinepay_nodejs_eventloop_lag_*, 10 ms resolution):",
     );
-    console.log(`\n| load | ${ADMISSION_STAGES.join(" | ")} |`);
-    console.log(`| --- | ${ADMISSION_STAGES.map(() => "---:").join(" | ")} |`);
+    console.log(`\n| load | ${ADMISSION_STAGES.join(" | ")} | event loop delay p99 ms | event loop delay max ms |`);
+    console.log(`| --- | ${ADMISSION_STAGES.map(() => "---:").join(" | ")} | ---: | ---: |`);
     for (const r of stageRows) console.log(r);
     if (nice !== undefined) console.log(`\nThe hardhat node ran at nice ${nice} (NODE_NICE).`);
     console.log(

@@ -1,7 +1,8 @@
-/** What the benchmarks share: the node's call log off, CPU of a process, pre-signed payments. */
+/** What the benchmarks share: the node's call log off, CPU of a process, pre-signed payments, paced load. */
 import { readFileSync } from "node:fs";
 import { domainSeparator, type Hex, type Payment, paymentDigest, toSignedPaymentJson } from "@machinepay/sdk";
 import secp256k1 from "secp256k1";
+import { Pool } from "undici";
 import { nativeKeccak256 } from "../src/ingest/verify";
 import { PAYEES, type TestChain, USDC } from "../test/support/chain";
 
@@ -69,4 +70,84 @@ export async function presigner(chain: TestChain, perDevice = PER_DEVICE): Promi
     }
     return out;
   };
+}
+
+export type PacedResult = {
+  /** Per request, ms from when it was due (its place in the schedule) to its answer. */
+  latencies: number[];
+  /** From the first request's due time to the last answer. */
+  seconds: number;
+  non2xx: number;
+  errors: number;
+};
+
+/**
+ * Open-loop load at `rate` requests per second, evenly spaced: request i is due at i / rate s and
+ * sent then, whatever the answers before it (at most `connections` in flight, then queued in the
+ * pool). Latency runs from the due time, so a relayer (or a load generator) that falls behind
+ * shows it in the figures instead of slowing the schedule (no coordinated omission).
+ *
+ * autocannon's `overallRate` is not this: each connection sends its quota for the second as fast
+ * as answers come, then waits for the next one-second tick, so "half load" was a burst at full
+ * speed every second followed by silence; and its correction for coordinated omission assumes an
+ * expected interval of 1 ms, which adds samples for every answer slower than that.
+ */
+export async function pacedLoad(o: {
+  url: string;
+  bodies: string[];
+  rate: number;
+  connections: number;
+  onBody: (status: number, body: string) => void;
+}): Promise<PacedResult> {
+  const target = new URL(o.url);
+  const pool = new Pool(target.origin, { connections: o.connections, pipelining: 1 });
+  const latencies: number[] = [];
+  let non2xx = 0;
+  let errors = 0;
+  const start = performance.now() + 5;
+  const dueAt = (i: number) => start + (i * 1000) / o.rate;
+  let next = 0;
+  let open = 0;
+  let last = start;
+  try {
+    await new Promise<void>((resolve) => {
+      const settle = () => {
+        open--;
+        if (next >= o.bodies.length && open === 0) resolve();
+      };
+      const tick = () => {
+        const now = performance.now();
+        while (next < o.bodies.length && dueAt(next) <= now) {
+          const due = dueAt(next);
+          const body = o.bodies[next++];
+          open++;
+          pool
+            .request({ path: target.pathname, method: "POST", headers: { "content-type": "application/json" }, body })
+            .then(async (res) => {
+              const text = await res.body.text();
+              last = performance.now();
+              latencies.push(last - due);
+              if (res.statusCode < 200 || res.statusCode > 299) non2xx++;
+              o.onBody(res.statusCode, text);
+            })
+            .catch(() => {
+              errors++;
+            })
+            .finally(settle);
+        }
+        if (next < o.bodies.length) setTimeout(tick, Math.max(0, dueAt(next) - performance.now()));
+      };
+      tick();
+    });
+  } finally {
+    await pool.close();
+  }
+  return { latencies, seconds: (last - start) / 1000, non2xx, errors };
+}
+
+/** The q-th quantile (0..1) of `xs`, nearest rank. */
+export function quantile(xs: number[], q: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))]!;
 }
