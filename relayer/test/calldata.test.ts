@@ -1,8 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { machinePayAbi, type PackedPayment, type PackedVoucher, packPayment, packVoucher } from "@machinepay/sdk";
 import { expect } from "chai";
-import { encodeFunctionData, type Hex } from "viem";
-import { type BatchFunction, batchCalldata } from "../src/batcher/calldata";
+import { decodeFunctionResult, encodeFunctionData, encodeFunctionResult, type Hex } from "viem";
+import { type BatchFunction, batchCalldata, previewReasons } from "../src/batcher/calldata";
 
 const hex = (n: number) => `0x${randomBytes(n).toString("hex")}` as Hex;
 const below = (bits: number) => BigInt(hex(Math.ceil(bits / 8))) & ((1n << BigInt(bits)) - 1n);
@@ -71,5 +71,45 @@ describe("relayer: batcher/calldata (fixed-layout settle and preview calldata)",
       RangeError,
       /terms/,
     );
+  });
+
+  it("reads preview's reasons exactly as viem's decodeFunctionResult, from 0 to 600 items", () => {
+    for (const size of [0, 1, 2, 7, 100, 600]) {
+      for (const fn of ["preview", "previewVouchers"] as const) {
+        const reasons = Array.from({ length: size }, () => randomBytes(1)[0] % 24);
+        const devices = Array.from({ length: size }, () => hex(20));
+        const data = encodeFunctionResult({
+          abi: machinePayAbi,
+          functionName: fn,
+          result: [reasons, devices] as never,
+        });
+        const [viemReasons] = decodeFunctionResult({ abi: machinePayAbi, functionName: fn, data }) as unknown as [
+          number[],
+        ];
+        expect(previewReasons(data, size), `${fn} with ${size} items`).to.deep.equal([...viemReasons]);
+        expect(viemReasons).to.deep.equal(reasons);
+      }
+    }
+  });
+
+  it("refuses preview return data that is not that layout, or not for that many items", () => {
+    const data = encodeFunctionResult({
+      abi: machinePayAbi,
+      functionName: "preview",
+      result: [
+        [0, 3, 7],
+        [hex(20), hex(20), hex(20)],
+      ] as never,
+    });
+    expect(() => previewReasons(data, 2)).to.throw(RangeError, /returned 3 reasons for 2 items/);
+    expect(() => previewReasons(data.slice(0, 200) as Hex, 3)).to.throw(/ends at word|whole 32-byte words/);
+    expect(() => previewReasons("0x", 0)).to.throw(RangeError, /ends at word 0/);
+    expect(() => previewReasons(`${data.slice(0, -1)}z` as Hex, 3)).to.throw(TypeError, /hex/);
+    // A reason word above 255 (word 3 holds the first reason: offsets, then the length).
+    const big = `0x${data.slice(2, 2 + 64 * 3)}${"ff".repeat(32)}${data.slice(2 + 64 * 4)}` as Hex;
+    expect(() => previewReasons(big, 3)).to.throw(RangeError, /reason 0 is .* not a uint8/);
+    // An offset pointing outside the data.
+    const far = `0x${"ff".padStart(64, "0")}${data.slice(66)}` as Hex;
+    expect(() => previewReasons(far, 3)).to.throw(RangeError, /offset 255 is not a word/);
   });
 });

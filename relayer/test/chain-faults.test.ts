@@ -269,6 +269,60 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
       await settledOnceEach();
     });
 
+    it("a payment the chain refuses by the time its batch is previewed leaves with the contract's reason, counted as a misprediction", async () => {
+      // Accepted while its device was active; the node down for the relayer right after the answer
+      // (before the batch's age of 100 ms), and the device paused on the node itself meanwhile: the
+      // preview on `pending` sees the pause that admission never did.
+      const {
+        devices: [lone],
+      } = await chain.fleet(1);
+      const payment: Payment = {
+        payee: PAYEES[0],
+        token: chain.usdc,
+        amount: USDC(0.5),
+        nonce: 0n,
+        deadline: (await chain.client.getBlock()).timestamp + 3_600n,
+        maxFee: 0n,
+        ref: `0x${"0d".repeat(32)}` as Hex,
+      };
+      const body = toSignedPaymentJson(payment, await signPayment({ signer: lone, domain: chain.domain, payment }));
+      const metric = async () =>
+        Number(
+          (await (await fetch(`${relayer.url}/metrics`)).text()).match(
+            /^machinepay_ingest_mispredictions_total\{reason="DevicePaused"\} (\d+)$/m,
+          )?.[1] ?? 0,
+        );
+      const before = await metric();
+      const res = await fetch(`${relayer.url}/v1/payments`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ payments: [body] }),
+      });
+      proxy.down = true;
+      const [answer] = ((await res.json()) as { results: { id: Hex; status: string }[] }).results;
+      expect(answer.status).to.equal("accepted");
+      await chain.ownerCall("setDevicePaused", [lone.address, true]);
+      proxy.down = false;
+      const until = Date.now() + 30_000;
+      let item: { status: string; reason?: string; message?: string };
+      for (;;) {
+        item = (await (await fetch(`${relayer.url}/v1/payments/${answer.id}`)).json()) as typeof item;
+        if (item.status !== "accepted" && item.status !== "batched") break;
+        if (Date.now() > until) throw new Error(`still ${item.status}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      expect(item).to.include({ status: "rejected", reason: "DevicePaused" });
+      expect(item.message).to.match(/preview refused it before sending/);
+      expect(await metric()).to.equal(before + 1);
+      const logs = await chain.client.getLogs({ address: chain.deployment.machinePay, fromBlock: 0n });
+      const settledForLone = logs.filter((log) => {
+        const e = decodeMachinePayLog(log as never) as { eventName?: string; device?: Hex } | undefined;
+        return e?.eventName === "PaymentSettled" && e.device?.toLowerCase() === lone.address.toLowerCase();
+      });
+      expect(settledForLone).to.deep.equal([]);
+      await settledOnceEach();
+    });
+
     it("a sender without gas money shows on /readyz; nothing is lost, and it settles once funded", async () => {
       const sender = relayer.sender;
       const balance = await chain.client.getBalance({ address: sender });

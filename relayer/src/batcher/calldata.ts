@@ -81,3 +81,37 @@ export function batchCalldata(
   }
   return `0x${parts.join("")}`;
 }
+
+/**
+ * The reason codes out of `preview`/`previewVouchers`'s return data, (uint8[] reasons, address[]
+ * devices), read as the fixed layout it is. viem's decodeFunctionResult also checksums each of the
+ * devices (a keccak per address: milliseconds for a batch of 500) that the batcher never reads.
+ * Throws on anything that is not that layout with `count` reasons, each below 256.
+ */
+export function previewReasons(data: Hex, count: number): number[] {
+  const body = data.startsWith("0x") ? data.slice(2) : data;
+  const words = body.length / 64;
+  if (!Number.isInteger(words) || !/^[0-9a-fA-F]*$/.test(body)) {
+    throw new TypeError(`preview returned ${data.length} characters that are not whole 32-byte words of hex`);
+  }
+  const word = (i: number) => {
+    if (i >= words) throw new RangeError(`preview's return data ends at word ${words}, before word ${i}`);
+    return BigInt(`0x${body.slice(i * 64, i * 64 + 64)}`);
+  };
+  const offset = word(0);
+  if (offset % 32n !== 0n || offset / 32n >= BigInt(words)) {
+    throw new RangeError(`preview's reasons offset ${offset} is not a word inside its ${words}-word return data`);
+  }
+  const at = Number(offset / 32n);
+  const length = word(at);
+  if (length !== BigInt(count)) {
+    throw new RangeError(`preview returned ${length} reasons for ${count} items`);
+  }
+  const reasons = new Array<number>(count);
+  for (let i = 0; i < count; i++) {
+    const r = word(at + 1 + i);
+    if (r > 0xffn) throw new RangeError(`preview's reason ${i} is ${r}, not a uint8`);
+    reasons[i] = Number(r);
+  }
+  return reasons;
+}

