@@ -16,7 +16,7 @@
  *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
  *   WARMUP=5 …            seconds between the relayer's start and the load (it reads the events since the deployment)
  *   IDLE=5 …              seconds the relayer idles after the load, to measure what it and the node spend unloaded
- *   CONNECTIONS=32 CONNECTIONS1=128 …   load connections at 100 per request and at one (default: CONNECTIONS for both;
+ *   CONNECTIONS=32 CONNECTIONS1=128 …   load connections at 100 per request and at one (these defaults;
  *                         at half load, the most requests in flight before the next ones queue)
  *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
  *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
@@ -45,8 +45,11 @@ import { cpuMs, type Json, pacedLoad, presigner, quantile, quietNode } from "./s
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
 const CONNECTIONS = Number(process.env.CONNECTIONS ?? 32);
-/** Connections at one payment per request (128 measured the same rate as 32, with 4x the latency: BENCHMARKS.md). */
-const CONNECTIONS1 = Number(process.env.CONNECTIONS1 ?? CONNECTIONS);
+/**
+ * Connections at one payment per request. Saturation needs more requests in flight when each
+ * carries one payment: 128 took 3,146-3,261/s where 32 took 1,962-2,221/s (session 11, BENCHMARKS.md).
+ */
+const CONNECTIONS1 = Number(process.env.CONNECTIONS1 ?? 128);
 
 /** `--store postgres --instances 1,2,3` (either flag alone means the scale-out comparison too). */
 function scaleOutArgs(argv: string[]): number[] | undefined {
