@@ -79,6 +79,12 @@ export class Rpc {
     })) as RawReceipt | null;
     // Some nodes answer for a transaction still pending with a receipt without a block.
     if (!r || r.blockNumber === null || r.blockHash === null) return null;
+    // A receipt without a status (pre-Byzantium) cannot tell settled from reverted: decide nothing on it.
+    if (r.status !== "0x1" && r.status !== "0x0") {
+      throw new Error(
+        `the receipt of ${hash} has status ${String(r.status)}, neither 0x1 nor 0x0: asked again next pass`,
+      );
+    }
     return {
       status: r.status === "0x1" ? "success" : "reverted",
       transactionHash: r.transactionHash,
