@@ -99,7 +99,7 @@ export class Metrics {
     });
     this.admissionStage = new Histogram({
       name: `${p}admission_stage_seconds`,
-      help: "Seconds a submit request spent in each stage of admission: verify (signature recovery, worker threads), chain_read (chain state of its devices and owners, cached), decide_and_store (the decisions and the durable commit)",
+      help: "Seconds spent in each stage of admission: verify (a submit request waiting for its signatures from the worker threads; near 0 with verifyWorkers 0, when recovery runs inline), and per admission pass (more than one when relayers share a store) chain_read (chain state of its devices and owners, cached) and decide_and_store (the decisions and the durable commit)",
       labelNames: ["stage"],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
