@@ -20,7 +20,7 @@ import { hardhat } from "viem/chains";
 import { HARDHAT_KEYS } from "../../scripts/lib/deploy-local";
 import { batchCalldata } from "../src/batcher/calldata";
 import { startTestChain } from "../test/support/chain";
-import { cpuMs, presigner, quietNode } from "./support";
+import { cpuMs, median, presigner, quietNode } from "./support";
 
 const BATCH = Number(process.env.BATCH ?? 500);
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -66,8 +66,6 @@ function compileLoops(): Record<string, Hex> {
 
 /** EIP-7825's per-transaction gas cap, which Hardhat applies to eth_call too. */
 const CALL_GAS = "0x1000000";
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function main() {
   const chain = await startTestChain();
@@ -207,7 +205,7 @@ async function main() {
       }
     }
 
-    console.log(`\nOne batch of ${BATCH} payments (fresh devices, ${RUNS} runs, medians):\n`);
+    console.log(`\nOne batch of ${BATCH} payments (devices enrolled just before, ${RUNS} runs, medians):\n`);
     console.log("| call | runs | wall ms | node CPU ms | node CPU µs per payment |");
     console.log("| --- | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);

@@ -40,7 +40,7 @@ import { startPostgres } from "../../scripts/lib/postgres";
 import { keccakReady, Verifier } from "../src/ingest/verify";
 import { startTestChain } from "../test/support/chain";
 import { RpcProxy } from "../test/support/rpc-proxy";
-import { cpuMs, type Json, pacedLoad, presigner, quantile, quietNode } from "./support";
+import { cpuMs, type Json, median, pacedLoad, presigner, quantile, quietNode } from "./support";
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
@@ -377,7 +377,6 @@ async function main() {
       node: (cpuMs(chain.node.pid) - idleBefore.node) / 1000 / idleSeconds,
     };
     phase("done");
-    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
     console.log(
       "\nCPU per 1k: over the load and the drain after it (accepting and settling); cores busy: over the load;\nall settled: seconds from the last answer until nothing is accepted, batched or submitted.",
     );

@@ -145,6 +145,9 @@ export async function pacedLoad(o: {
   return { latencies, seconds: (last - start) / 1000, non2xx, errors };
 }
 
+/** The middle of `xs` (the upper of the two middles for an even count). */
+export const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 /** The q-th quantile (0..1) of `xs`, nearest rank. */
 export function quantile(xs: number[], q: number): number {
   if (xs.length === 0) return Number.NaN;
