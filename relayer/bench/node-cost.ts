@@ -20,7 +20,7 @@ import { hardhat } from "viem/chains";
 import { HARDHAT_KEYS } from "../../scripts/lib/deploy-local";
 import { batchCalldata } from "../src/batcher/calldata";
 import { startTestChain } from "../test/support/chain";
-import { cpuMs, median, presigner, quietNode } from "./support";
+import { cpuMs, median, nodeRpc, presigner, quietNode } from "./support";
 
 const BATCH = Number(process.env.BATCH ?? 500);
 const RUNS = Number(process.env.RUNS ?? 5);
@@ -71,16 +71,7 @@ async function main() {
   const chain = await startTestChain();
   try {
     await quietNode(chain.node.url);
-    const rpc = async (method: string, params: unknown[]) => {
-      const res = await fetch(chain.node.url, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
-      });
-      const body = (await res.json()) as { result?: unknown; error?: { message: string } };
-      if (body.error) throw new Error(`${method}: ${body.error.message}`);
-      return body.result;
-    };
+    const rpc = (method: string, params: unknown[]) => nodeRpc(chain.node.url, method, params);
     /** The node's CPU and the wall time of `fn`, ms. */
     const measure = async (fn: () => Promise<unknown>) => {
       const cpu = cpuMs(chain.node.pid);

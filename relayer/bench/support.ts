@@ -17,13 +17,19 @@ export type Json = ReturnType<typeof toSignedPaymentJson>;
  */
 export async function quietNode(url: string): Promise<void> {
   if (process.env.NODE_LOGGING === "1") return;
+  await nodeRpc(url, "hardhat_setLoggingEnabled", [false]);
+}
+
+/** One JSON-RPC call to the node, straight over HTTP (no client library's retries or formatting). */
+export async function nodeRpc(url: string, method: string, params: unknown[]): Promise<unknown> {
   const res = await fetch(url, {
     method: "POST",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method: "hardhat_setLoggingEnabled", params: [false] }),
+    body: JSON.stringify({ jsonrpc: "2.0", id: 1, method, params }),
   });
-  const body = (await res.json()) as { error?: { message: string } };
-  if (body.error) throw new Error(`hardhat_setLoggingEnabled failed: ${body.error.message}`);
+  const body = (await res.json()) as { result?: unknown; error?: { message: string } };
+  if (body.error) throw new Error(`${method} failed: ${body.error.message}`);
+  return body.result;
 }
 
 /** user + system CPU of a process, ms (Linux /proc). */
