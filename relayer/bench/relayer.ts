@@ -20,6 +20,7 @@
  *                         at half load, the most requests in flight before the next ones queue)
  *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
  *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
+ *   RELAYER_NODE_ARGS="--max-semi-space-size=64" …   extra node flags for the relayer process (space-separated)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
  * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
@@ -204,11 +205,10 @@ async function main() {
       }),
     );
     const nice = niceNode(chain.node.pid);
-    child = await startRelayerProcess(
-      configFile,
-      port,
-      process.env.PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE] : [],
-    );
+    child = await startRelayerProcess(configFile, port, [
+      ...(process.env.PROFILE ? ["--cpu-prof", "--cpu-prof-dir", process.env.PROFILE] : []),
+      ...(process.env.RELAYER_NODE_ARGS?.split(" ").filter(Boolean) ?? []),
+    ]);
 
     /** Resolves once the relayer holds nothing accepted, batched or submitted (GET /v1/health). */
     const settledAll = async () => {

@@ -14,7 +14,7 @@ import { ChainClock } from "./chain/clock";
 import type { OwnerMessage } from "./chain/owner-messages";
 import { Rpc } from "./chain/rpc";
 import { loadSender } from "./chain/sender";
-import { CachedChainState } from "./chain/state";
+import { CachedChainState, readsClient } from "./chain/state";
 import { ConfigError, loadDeployment, type RelayerConfig } from "./config";
 import { Ingest } from "./ingest";
 import { OwnerMessageIngest } from "./ingest/owner-messages";
@@ -86,13 +86,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   const domain = machinePayDomain({ chainId, verifyingContract: contract });
   const metrics = new Metrics({ store });
   const clock = new ChainClock();
-  // Admission's view reads (a device's word, its policy, balances, and the re-reads after each mined
-  // batch) go as JSON-RPC batches: one HTTP request for the reads of one tick instead of one each.
-  // bench:relayer with every call batched measured 1.44x the payments/s at 100 per request and a
-  // third less node CPU per payment (BENCHMARKS.md); these reads are nearly all of the calls.
-  // Sending, receipts and previews keep a request each, so a fault on one never rides along with
-  // another call.
-  const reads = createPublicClient({ transport: http(config.rpcUrl, { ...rpcOptions, batch: true }) }) as PublicClient;
+  const reads = readsClient(config.rpcUrl, { multicall: config.multicallReads, ...rpcOptions });
   const state = new CachedChainState(reads, contract);
   // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
   await keccakReady; // the WebAssembly keccak, from the first request on

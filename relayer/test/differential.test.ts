@@ -29,7 +29,7 @@ import { hardhat } from "viem/chains";
 import { HARDHAT_KEYS, mockUsdcAbi } from "../../scripts/lib/deploy-local";
 import { settlementOrder } from "../src/batcher";
 import { ChainClock } from "../src/chain/clock";
-import { CachedChainState } from "../src/chain/state";
+import { CachedChainState, readsClient } from "../src/chain/state";
 import { Ingest } from "../src/ingest";
 import type { VerifyItem } from "../src/ingest/verify";
 import { Verifier } from "../src/ingest/verify";
@@ -121,7 +121,8 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
         await Promise.all(bDevices.map((d) => signEnrollment({ signer: d, domain, owner: owner2.address }))),
       ]);
 
-      const state = new CachedChainState(client, pay);
+      // The relayer's own reads client: view reads folded into deployless multicalls, as in production.
+      const state = new CachedChainState(readsClient(chain.node.url, { multicall: true }), pay);
       const clock = new ChainClock();
       const ingest = await Ingest.open({
         verifier: new Verifier(domain),

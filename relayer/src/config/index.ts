@@ -54,6 +54,16 @@ export const configSchema = z.object({
     .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
     .transform((v) => v === true || v === "true" || v === "1")
     .default(true),
+  /**
+   * Fold admission's view reads into deployless multicalls (Multicall3's bytecode run by an
+   * `eth_call`, nothing deployed; `readsClient` in chain/state.ts says why and within which limits).
+   * false: one `eth_call` per read, still sent as JSON-RPC batches, for an RPC that refuses an
+   * `eth_call` without a `to`.
+   */
+  multicallReads: z
+    .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
+    .transform((v) => v === true || v === "true" || v === "1")
+    .default(true),
   host: z.string().default("127.0.0.1"),
   port: int(0, 65535).default(8787),
   /** Bearer token for admin routes (POST /v1/settle); admin routes answer 403 while it is unset. */
@@ -156,6 +166,7 @@ export const ENV_KEYS: Record<string, string> = {
   MACHINEPAY_DEPLOYMENT: "deployment",
   MACHINEPAY_STORE: "store",
   MACHINEPAY_STORE_THREAD: "storeThread",
+  MACHINEPAY_MULTICALL_READS: "multicallReads",
   MACHINEPAY_HOST: "host",
   MACHINEPAY_PORT: "port",
   MACHINEPAY_ADMIN_TOKEN: "adminToken",
