@@ -12,6 +12,7 @@
  *   P100=60000 P1=15000 pnpm --filter @machinepay/relayer bench:relayer
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
  *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
+ *   MULTICALL_READS=0 …   runs the relayer with `multicallReads: false` (one eth_call per view read; 1: true)
  *   RPC_COUNT=1 …         the relayer reaches the node through a counting proxy; each phase prints its JSON-RPC calls
  *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
  *   WARMUP=5 …            seconds between the relayer's start and the load (it reads the events since the deployment)
@@ -197,6 +198,8 @@ async function main() {
         store: join(chain.dir, "bench.db"),
         // STORE_THREAD=0 or 1 overrides the `storeThread` default (the SQLite store on a thread of its own).
         ...(process.env.STORE_THREAD ? { storeThread: process.env.STORE_THREAD === "1" } : {}),
+        // MULTICALL_READS=0 or 1 overrides `multicallReads` (view reads folded into deployless multicalls).
+        ...(process.env.MULTICALL_READS ? { multicallReads: process.env.MULTICALL_READS === "1" } : {}),
         port,
         sender: { dev: true },
         confirmations: 1,
