@@ -1,7 +1,8 @@
 /**
  * The contract state admission needs, read through MachinePay's views and cached. Entries are
- * dropped when an event says they changed (see invalidate*) and after `ttlMs` as a safety net, so
- * ingest decides against fresh state without a round trip per item. Reads go to `latest`.
+ * dropped when an event says they changed (see invalidate*) and after `ttlMs` as a safety net (read
+ * again when asked for, and forgotten when not, so memory follows the devices that pay), so ingest
+ * decides against fresh state without a round trip per item. Reads go to `latest`.
  */
 import { machinePayAbi } from "@machinepay/sdk";
 import { type Address, createPublicClient, http, type PublicClient } from "viem";
@@ -73,7 +74,7 @@ export function readsClient(
 
 const lc = (a: string) => a.toLowerCase();
 
-type Entry<T> = { value: Promise<T>; at: number };
+type Entry<T> = { value: Promise<T>; at: number; groups: readonly string[] };
 
 /**
  * ChainState over MachinePay's views with a cache that events invalidate. Keys: `d:device`,
@@ -95,8 +96,12 @@ export class CachedChainState implements ChainState {
   private get<T>(key: string, load: () => Promise<T>, groups: string[] = []): Promise<T> {
     const hit = this.cache.get(key) as Entry<T> | undefined;
     if (hit && this.clock() - hit.at < this.ttlMs) return hit.value;
+    // Dropped and inserted again (never overwritten in place), so the map stays in the order the
+    // entries were read: the oldest first, which is what `sweep` relies on.
+    if (hit) this.drop(key);
+    this.sweep();
     const value = load();
-    const entry = { value, at: this.clock() };
+    const entry: Entry<T> = { value, at: this.clock(), groups };
     this.cache.set(key, entry);
     for (const g of groups) {
       const set = this.groups.get(g) ?? new Set<string>();
@@ -105,16 +110,49 @@ export class CachedChainState implements ChainState {
     }
     // A failed read is not cached: the next caller asks again.
     value.catch(() => {
-      if (this.cache.get(key) === entry) this.cache.delete(key);
+      if (this.cache.get(key) === entry) this.drop(key);
     });
     return value;
+  }
+
+  /**
+   * Forget the entries older than `ttlMs`, oldest first, stopping at the first younger one: a
+   * device that paid once and never again does not stay in memory for the life of the process.
+   * Each entry is visited once when it expires, so the cost is spread over the reads that insert.
+   */
+  private sweep(): void {
+    const now = this.clock();
+    for (const [key, entry] of this.cache) {
+      if (now - entry.at < this.ttlMs) break;
+      this.drop(key);
+    }
+  }
+
+  /** Remove one entry and its place in every group that lists it. */
+  private drop(key: string): void {
+    const entry = this.cache.get(key);
+    if (!entry) return;
+    this.cache.delete(key);
+    for (const g of entry.groups) {
+      const set = this.groups.get(g);
+      if (!set) continue;
+      set.delete(key);
+      if (set.size === 0) this.groups.delete(g);
+    }
   }
 
   private dropGroup(group: string): void {
     const keys = this.groups.get(group);
     if (!keys) return;
-    for (const k of keys) this.cache.delete(k);
+    for (const k of [...keys]) this.drop(k);
     this.groups.delete(group);
+  }
+
+  /** Entries cached, groups indexed, and keys listed over all groups (tests, and a bound to watch). */
+  get size(): { entries: number; groups: number; members: number } {
+    let members = 0;
+    for (const set of this.groups.values()) members += set.size;
+    return { entries: this.cache.size, groups: this.groups.size, members };
   }
 
   /**
@@ -135,7 +173,7 @@ export class CachedChainState implements ChainState {
     const fresh = <T>(key: string, load: () => Promise<T>, groups: string[] = []) =>
       jobs.push(async () => {
         const value = await load();
-        this.cache.delete(key);
+        this.drop(key);
         await this.get(key, () => Promise.resolve(value), groups);
       });
     for (const d of new Set([...(keys.devices ?? [])].map(lc))) {
@@ -250,21 +288,21 @@ export class CachedChainState implements ChainState {
   }
 
   invalidateDevice(device: Address) {
-    this.cache.delete(`d:${lc(device)}`);
+    this.drop(`d:${lc(device)}`);
     this.dropGroup(`t:${lc(device)}`);
   }
   invalidatePolicy(policyId: number) {
-    this.cache.delete(`p:${policyId}`);
+    this.drop(`p:${policyId}`);
     this.dropGroup(`a:${policyId}`);
   }
   invalidateOwner(owner: Address) {
-    this.cache.delete(`e:${lc(owner)}`);
+    this.drop(`e:${lc(owner)}`);
     this.dropGroup(`w:${lc(owner)}`);
     this.dropGroup(`b:${lc(owner)}`);
   }
   /** One account's balance of one token. */
   invalidateBalance(account: Address, token: Address) {
-    this.cache.delete(`b:${lc(account)}:${lc(token)}`);
+    this.drop(`b:${lc(account)}:${lc(token)}`);
   }
   /** Every cached balance of `token` (or of every token). */
   invalidateBalances(token?: Address) {
