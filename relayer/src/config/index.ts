@@ -30,6 +30,13 @@ export const defaultVerifyWorkers = (cores: number): number => (cores < 2 ? 0 : 
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) => z.coerce.number().int().min(min).max(max);
 
+/** A boolean setting: true/false in JSON, or "true"/"false"/"1"/"0" from the environment. */
+const flag = (fallback: boolean) =>
+  z
+    .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
+    .transform((v) => v === true || v === "true" || v === "1")
+    .default(fallback);
+
 /** The deployment file written by `machinepay deploy` (and read by every CLI command). */
 export const deploymentSchema = z.object({
   chainId: int(1),
@@ -53,20 +60,14 @@ export const configSchema = z.object({
    * stall request handling. On by default since two benchmark runs measured it faster at both
    * request sizes (BENCHMARKS.md); false keeps the store on the main thread.
    */
-  storeThread: z
-    .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
-    .transform((v) => v === true || v === "true" || v === "1")
-    .default(true),
+  storeThread: flag(true),
   /**
    * Fold admission's view reads into deployless multicalls (Multicall3's bytecode run by an
    * `eth_call`, nothing deployed; `readsClient` in chain/state.ts says why and within which limits).
    * false: one `eth_call` per read, still sent as JSON-RPC batches, for an RPC that refuses an
    * `eth_call` without a `to`.
    */
-  multicallReads: z
-    .union([z.boolean(), z.enum(["true", "false", "1", "0"])])
-    .transform((v) => v === true || v === "true" || v === "1")
-    .default(true),
+  multicallReads: flag(true),
   host: z.string().default("127.0.0.1"),
   port: int(0, 65535).default(8787),
   /** Bearer token for admin routes (POST /v1/settle); admin routes answer 403 while it is unset. */
