@@ -241,6 +241,8 @@ async function main() {
       let next = 0;
       let accepted = 0;
       let other = 0;
+      /** What the items not accepted were answered: reason (or status) → count. */
+      const refused = new Map<string, number>();
       const cpuNow = () => ({ relayer: cpuMs(child!.pid!), node: cpuMs(chain.node.pid), bench: cpuMs(process.pid) });
       const cpuBefore = cpuNow();
       const stagesBefore = await stageTotals(port);
@@ -250,8 +252,15 @@ async function main() {
       let last = started;
       const onBody = (body: string) => {
         last = process.hrtime.bigint();
-        const r = JSON.parse(body) as { results?: { status: string }[] };
-        for (const x of r.results ?? []) x.status === "accepted" ? accepted++ : other++;
+        const r = JSON.parse(body) as { results?: { status: string; reason?: string }[] };
+        for (const x of r.results ?? []) {
+          if (x.status === "accepted") accepted++;
+          else {
+            other++;
+            const why = x.reason ?? x.status;
+            refused.set(why, (refused.get(why) ?? 0) + 1);
+          }
+        }
       };
       let latency: { p50: number; p97_5: number; p99: number };
       let failed: { non2xx: number; errors: number };
@@ -325,6 +334,7 @@ async function main() {
         perSecond: accepted / seconds,
         accepted,
         other,
+        refused,
         ...latency,
         ...failed,
       };
@@ -332,10 +342,15 @@ async function main() {
 
     const rows: string[] = [];
     const stageRows: string[] = [];
+    /** Why items were not accepted, per load (printed under the table when any were not). */
+    const refusals: string[] = [];
     const row = (label: string, r: Awaited<ReturnType<typeof run>>) => {
       stageRows.push(
         `| ${label} | ${ADMISSION_STAGES.map((st) => r.stages[st].toFixed(1)).join(" | ")} | ${r.loopLag.p99.toFixed(0)} | ${r.loopLag.max.toFixed(0)} |`,
       );
+      if (r.refused.size > 0) {
+        refusals.push(`${label}: ${[...r.refused].map(([why, n]) => `${n} ${why}`).join(", ")}`);
+      }
       rows.push(
         `| ${label} | ${r.accepted} | ${r.other} | ${Math.round(r.perSecond)} | ${r.p50} | ${r.p97_5} | ${r.p99} | ${r.non2xx + r.errors} | ${r.cpu.relayer} | ${r.cpu.node} | ${r.cpu.bench} | ${r.cpu.cores.toFixed(2)} | ${r.drainSeconds.toFixed(1)} |`,
       );
@@ -395,6 +410,7 @@ async function main() {
     );
     console.log("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (const r of rows) console.log(r);
+    if (refusals.length > 0) console.log(`\nNot accepted, by the answer's reason: ${refusals.join("; ")}`);
     console.log(
       "\nWhere a request's time went, mean ms per request over the load (machinepay_admission_stage_seconds); the relayer's event loop delay over the load (machinepay_nodejs_eventloop_lag_*, 10 ms resolution):",
     );
