@@ -87,7 +87,12 @@ describe("view reads as deployless multicalls (real node)", function () {
   it("re-reads after a batch (refresh) through multicalls, and a failing read fails alone", async () => {
     const client = readsClient(proxy.url, { multicall: true });
     const state = new CachedChainState(client, chain.deployment.machinePay);
+    const before = proxy.calls.length;
     await state.refresh({ devices, balances: [[chain.owner.address, chain.usdc]] });
+    // 301 re-reads, folded: at most one eth_call per ten of them (one each without the fold).
+    expect(ethCalls(before))
+      .to.be.greaterThan(0)
+      .and.at.most(Math.ceil(301 / 10));
     expect((await state.device(devices[7])).paused).to.equal(true);
     expect(await state.balance(chain.owner.address, chain.usdc)).to.equal(USDC(100_000));
 
