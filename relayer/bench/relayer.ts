@@ -13,6 +13,7 @@
  *   PROFILE=/tmp/prof …   also writes the relayer's V8 CPU profile (.cpuprofile) into that folder
  *   STORE_THREAD=0 …      runs the relayer with `storeThread: false` (SQLite on the main thread; 1: true)
  *   MULTICALL_READS=0 …   runs the relayer with `multicallReads: false` (one eth_call per view read; 1: true)
+ *   BATCH_ITEMS=250 …     runs the relayer with `batch.maxItems` 250 (default 500)
  *   RPC_COUNT=1 …         the relayer reaches the node through a counting proxy; each phase prints its JSON-RPC calls
  *   NODE_LOGGING=1 …      keeps the node's console log of every call (off by default)
  *   WARMUP=5 …            seconds between the relayer's start and the load (it reads the events since the deployment)
@@ -207,6 +208,8 @@ async function main() {
         ...(process.env.STORE_THREAD ? { storeThread: process.env.STORE_THREAD === "1" } : {}),
         // MULTICALL_READS=0 or 1 overrides `multicallReads` (view reads folded into deployless multicalls).
         ...(process.env.MULTICALL_READS ? { multicallReads: process.env.MULTICALL_READS === "1" } : {}),
+        // BATCH_ITEMS=250 overrides `batch.maxItems` (500).
+        ...(process.env.BATCH_ITEMS ? { batch: { maxItems: Number(process.env.BATCH_ITEMS) } } : {}),
         port,
         sender: { dev: true },
         confirmations: 1,
