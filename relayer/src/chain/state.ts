@@ -55,9 +55,9 @@ export interface ChainState {
  * third less node CPU per payment (BENCHMARKS.md). With `multicall` the reads of one tick are also
  * folded into multicalls: Multicall3's bytecode run as the init code of a deployless `eth_call`
  * (nothing is deployed), one EVM execution for many reads; bench:relayer measured 2–4x less node CPU
- * per payment and a load settled 1.6–2.8x sooner, acceptance unchanged. A failed read fails alone (aggregate3 with
- * failures allowed). The size bound is in calldata bytes (viem's default, 1,024: ~28 one-address
- * reads). Larger multicalls break two limits of a contract creation: init code at most 49,152 bytes
+ * per payment and a load settled 1.6–2.8x sooner, acceptance unchanged. A failed read fails alone
+ * (aggregate3 with failures allowed). The size bound is in calldata bytes (viem's default, 1,024:
+ * ~28 one-address reads). Larger multicalls break two limits of a contract creation: init code at most 49,152 bytes
  * (EIP-3860; each read encodes to ~6x its calldata) and the returned data, which the wrapper hands
  * back as the created code, at most 24,576 bytes (EIP-170; getPolicy's answer is ~480 bytes encoded).
  * Sending, receipts and previews do not come through here: each keeps a request of its own.
