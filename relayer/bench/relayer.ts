@@ -22,6 +22,7 @@
  *                         at half load, the most requests in flight before the next ones queue)
  *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
  *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
+ *   WARM_LOAD=20000 …     payments (devices of their own) sent and settled before the timed loads, untimed (0: none)
  *   RELAYER_NODE_ARGS="--max-semi-space-size=64" …   extra node flags for the relayer process (space-separated)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
@@ -47,6 +48,13 @@ import { cpuMs, type Json, median, pacedLoad, presigner, quantile, quietNode } f
 
 const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
+/**
+ * Payments sent at saturation (devices of their own, untimed) and settled before the timed loads;
+ * 0: none. Without it the first timed load paid for a cold relayer and a cold node: 4,045-5,029/s
+ * at 100 per request against 6,099-8,426/s after a warm-up, and the node's CPU per payment 2-3x
+ * higher (session 14, BENCHMARKS.md). The timed loads' devices are still new to the relayer.
+ */
+const WARM_LOAD = Number(process.env.WARM_LOAD ?? 20_000);
 /**
  * Connections at 100 payments per request. 64 took 7,832-8,577/s where 32 took 6,602-7,843/s
  * (session 13, BENCHMARKS.md): with 32 the closed loop was bound by each request's wait for the
@@ -186,6 +194,10 @@ async function main() {
       viemRuns.push(300 / (Number(process.hrtime.bigint() - t) / 1e9));
     }
 
+    // WARM_LOAD=N: N payments of devices of their own, sent at saturation and settled before the
+    // timed loads (untimed): the relayer's code is compiled and the node has run calls like these,
+    // as after a while in production. The timed loads' devices stay new to the relayer.
+    const warm = WARM_LOAD > 0 ? await presign(WARM_LOAD) : [];
     const sets = {
       p100sat: await presign(P100),
       p100half: await presign(P100 / 2),
@@ -383,6 +395,11 @@ async function main() {
     // Right after start the relayer reads every event since the deployment (the fleets the bench
     // just made: thousands); a relayer that has run a while has done that. Let it, before the load.
     await new Promise((r) => setTimeout(r, Number(process.env.WARMUP ?? 5) * 1000));
+    if (warm.length > 0) {
+      phase(`warm-up, ${warm.length} payments at saturation (untimed)`);
+      const w = await run(warm, 100);
+      console.error(`bench: warm-up took ${Math.round(w.perSecond)}/s, settled ${w.drainSeconds.toFixed(1)} s after`);
+    }
     phase("100 per request, saturation");
     const sat100 = await run(sets.p100sat, 100);
     phase(`100 per request, half load at ${Math.round(sat100.perSecond / 2)}/s`);
