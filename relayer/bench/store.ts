@@ -1,6 +1,9 @@
 // Durable-write throughput of the SQLite store: items acknowledged per second (each one on disk,
-// WAL + synchronous=FULL) for concurrent callers writing 1 or 100 items per call.
-// Run: cd relayer && npx ts-node --transpile-only bench/store.ts   (BENCH_STORE_DIR picks the disk)
+// WAL + synchronous=FULL) for concurrent callers writing 1 or 100 items per call. Then what one
+// batch's life costs the store, step by step (admission writes, readyItems, createBatch, addAttempt,
+// markBroadcast, markBatchMined, markBatchConfirmed), as the file grows to LIFE_BATCHES batches.
+// Run: cd relayer && npx ts-node --transpile-only bench/store.ts   (BENCH_STORE_DIR picks the disk;
+// LIFE_BATCHES=100 LIFE_ITEMS=500 size the lifecycle part)
 
 import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -76,6 +79,77 @@ async function run({ callers, perCall, calls }: Row, dir: string) {
   };
 }
 
+/**
+ * One batch's life, LIFE_BATCHES times on one file: its items written 100 per call (as admission
+ * does at 100 per request), then each step the batcher takes. CPU of this process and wall time
+ * per step, medians over the second half of the batches (the file holds the first half by then).
+ */
+async function lifecycle(dir: string) {
+  const batches = Number(process.env.LIFE_BATCHES ?? 100);
+  const size = Number(process.env.LIFE_ITEMS ?? 500);
+  const store = await openSqliteStore({ path: join(dir, "bench-lifecycle.db") });
+  const SENDER = hex(20);
+  const steps = new Map<string, { cpu: number[]; wall: number[] }>();
+  const time = async <T>(name: string, keep: boolean, f: () => Promise<T>): Promise<T> => {
+    const cpu0 = process.cpuUsage();
+    const t = performance.now();
+    const out = await f();
+    const cpu = process.cpuUsage(cpu0);
+    if (keep) {
+      const step = steps.get(name) ?? { cpu: [], wall: [] };
+      step.cpu.push((cpu.user + cpu.system) / 1000);
+      step.wall.push(performance.now() - t);
+      steps.set(name, step);
+    }
+    return out;
+  };
+  let n = 0;
+  for (let b = 0; b < batches; b++) {
+    const keep = b >= batches / 2;
+    const items = Array.from({ length: size }, () => item(n++));
+    await time(`write ${size} items, 100 per call`, keep, async () => {
+      for (let i = 0; i < size; i += 100) await store.write({ items: items.slice(i, i + 100) });
+    });
+    await time("readyItems", keep, () => store.readyItems({ kind: "payment", token: TOKEN, limit: size }));
+    const ids = items.map((it) => it.id);
+    const id = await time("createBatch", keep, () =>
+      store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: b, itemIds: ids }),
+    );
+    const hash = hex(32);
+    // A 500-payment settle transaction is ~90 KB of calldata: raw bytes of that order.
+    const raw = hex(size * 180);
+    await time("addAttempt", keep, () =>
+      store.addAttempt(id, { hash, raw, nonce: b, maxFeePerGas: 2n, maxPriorityFeePerGas: 1n }),
+    );
+    await time("markBroadcast", keep, () => store.markBroadcast(hash));
+    await time("markBatchMined", keep, () =>
+      store.markBatchMined(id, {
+        txHash: hash,
+        blockNumber: b + 1,
+        blockHash: hex(32),
+        gasUsed: 15_000n * BigInt(size),
+        items: ids.map((itemId) => ({ id: itemId, status: "settled" as const })),
+      }),
+    );
+    await time("markBatchConfirmed", keep, () => store.markBatchConfirmed(id));
+  }
+  await store.close();
+  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+  console.log(
+    `\nOne batch's life in the store: ${size} items per batch, ${batches} batches on one file (${n} items at the end), medians of the last ${Math.ceil(batches / 2)}\n`,
+  );
+  console.log("| step | CPU ms | wall ms | CPU µs per item |");
+  console.log("| --- | ---: | ---: | ---: |");
+  let total = 0;
+  for (const [name, st] of steps) {
+    total += med(st.cpu);
+    console.log(
+      `| ${name} | ${med(st.cpu).toFixed(2)} | ${med(st.wall).toFixed(2)} | ${((med(st.cpu) * 1000) / size).toFixed(1)} |`,
+    );
+  }
+  console.log(`| all steps | ${total.toFixed(2)} | | ${((total * 1000) / size).toFixed(1)} |`);
+}
+
 async function main() {
   const dir = await mkdtemp(join(process.env.BENCH_STORE_DIR ?? tmpdir(), "machinepay-store-bench-"));
   try {
@@ -97,6 +171,7 @@ async function main() {
         `| ${r.callers} | ${r.perCall} | ${r.items} | ${r.itemsPerSecond} | ${r.commits} | ${r.callersPerCommit} | ${r.cpuPerItem} | ${r.p50} | ${r.p99} |`,
       );
     }
+    await lifecycle(dir);
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
