@@ -50,9 +50,10 @@ const P100 = Number(process.env.P100 ?? 60_000);
 const P1 = Number(process.env.P1 ?? 15_000);
 /**
  * Payments sent at saturation (devices of their own, untimed) and settled before the timed loads;
- * 0: none. Without it the first timed load paid for a cold relayer and a cold node: 4,045-5,029/s
- * at 100 per request against 6,099-8,426/s after a warm-up, and the node's CPU per payment 2-3x
- * higher (session 14, BENCHMARKS.md). The timed loads' devices are still new to the relayer.
+ * 0: none. Without it the first timed load paid for a cold relayer and a cold node: 4,045-6,035/s
+ * at 100 per request in five runs against 5,618-9,061/s in eight after a warm-up, and the node
+ * spent 813-1,289 ms of CPU per 1,000 payments against 325-586 (session 14, BENCHMARKS.md). The
+ * timed loads' devices are still new to the relayer.
  */
 const WARM_LOAD = Number(process.env.WARM_LOAD ?? 20_000);
 /**
