@@ -22,7 +22,8 @@
  *                         at half load, the most requests in flight before the next ones queue)
  *   NODE_NICE=19 …        runs the hardhat node's threads at that niceness (a stand-in for a node on another machine)
  *   PER_DEVICE=200 …      payments per device (default 20): fewer devices new to the relayer per payment
- *   WARM_LOAD=20000 …     payments (devices of their own) sent and settled before the timed loads, untimed (0: none)
+ *   WARM_LOAD=20000 …     payments (devices of their own) sent and settled before the timed loads, untimed (0: none;
+ *                         the scale-out run has no warm-up)
  *   RELAYER_NODE_ARGS="--max-semi-space-size=64" …   extra node flags for the relayer process (space-separated)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
