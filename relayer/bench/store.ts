@@ -10,6 +10,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Hex, type NewItem, openSqliteStore } from "../src/store";
+import { median } from "./support";
 
 const hex = (n: number) => `0x${randomBytes(n).toString("hex")}` as Hex;
 const DEVICES = Array.from({ length: 1000 }, () => hex(20));
@@ -134,7 +135,6 @@ async function lifecycle(dir: string) {
     await time("markBatchConfirmed", keep, () => store.markBatchConfirmed(id));
   }
   await store.close();
-  const med = (xs: number[]) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
   console.log(
     `\nOne batch's life in the store: ${size} items per batch, ${batches} batches on one file (${n} items at the end), medians of the last ${Math.ceil(batches / 2)}\n`,
   );
@@ -142,9 +142,9 @@ async function lifecycle(dir: string) {
   console.log("| --- | ---: | ---: | ---: |");
   let total = 0;
   for (const [name, st] of steps) {
-    total += med(st.cpu);
+    total += median(st.cpu);
     console.log(
-      `| ${name} | ${med(st.cpu).toFixed(2)} | ${med(st.wall).toFixed(2)} | ${((med(st.cpu) * 1000) / size).toFixed(1)} |`,
+      `| ${name} | ${median(st.cpu).toFixed(2)} | ${median(st.wall).toFixed(2)} | ${((median(st.cpu) * 1000) / size).toFixed(1)} |`,
     );
   }
   console.log(`| all steps | ${total.toFixed(2)} | | ${((total * 1000) / size).toFixed(1)} |`);
