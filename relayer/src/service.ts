@@ -20,7 +20,7 @@ import { Ingest } from "./ingest";
 import { OwnerMessageIngest } from "./ingest/owner-messages";
 import { keccakReady } from "./keccak";
 import { Metrics } from "./metrics";
-import { openStore, redactStoreUrl } from "./store";
+import { openStore, redactStoreUrl, type Store } from "./store";
 
 export type StartRelayerParameters = {
   config: RelayerConfig;
@@ -35,6 +35,8 @@ export type RunningRelayer = {
   sender: Address;
   batcher: Batcher;
   ingest: Ingest;
+  /** The relayer's store (for tests and embedders: read it, leave writes to the relayer). */
+  store: Store;
   /** Stop accepting, finish the batches in flight (up to drainMs), close the store. */
   stop(drainMs?: number): Promise<void>;
 };
@@ -87,7 +89,10 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
   const metrics = new Metrics({ store });
   const clock = new ChainClock();
   const reads = readsClient(config.rpcUrl, { multicall: config.multicallReads, ...rpcOptions });
-  const state = new CachedChainState(reads, contract);
+  // A device the store's registry knows untouched since its assignment needs no chain read.
+  const state = new CachedChainState(reads, contract, undefined, undefined, (devices) =>
+    store.untouchedDevices(devices),
+  );
   // One verifier for the API's per-device rate limit and for ingest: each signature recovered once.
   await keccakReady; // the WebAssembly keccak, from the first request on
   const verifier = new SharedVerifier(domain, config.verifyWorkers);
@@ -200,6 +205,7 @@ export async function startRelayer({ config, env = {}, logger }: StartRelayerPar
     sender: account.address,
     batcher,
     ingest,
+    store,
     async stop(drainMs = 10_000) {
       if (stopped) return;
       stopped = true;

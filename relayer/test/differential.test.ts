@@ -7,6 +7,10 @@
  *
  * Owner actions and time jumps are preceded by a settlement of what is pending (the relayer's
  * documented strictness covers state that changes under pending items; see rules.ts).
+ *
+ * Ingest reads devices as the relayer does: an untouched one from the store's registry (fed the
+ * events after every transaction, before the cache forgets, as the batcher feeds it), the others
+ * from the contract. So the registry's word is checked against the contract's verdicts too.
  */
 import { join } from "node:path";
 import {
@@ -27,7 +31,7 @@ import { createWalletClient, http, toEventSelector } from "viem";
 import { privateKeyToAccount } from "viem/accounts";
 import { hardhat } from "viem/chains";
 import { HARDHAT_KEYS, mockUsdcAbi } from "../../scripts/lib/deploy-local";
-import { settlementOrder } from "../src/batcher";
+import { deviceEventOf, settlementOrder } from "../src/batcher";
 import { ChainClock } from "../src/chain/clock";
 import { CachedChainState, readsClient } from "../src/chain/state";
 import { Ingest } from "../src/ingest";
@@ -121,8 +125,39 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
         await Promise.all(bDevices.map((d) => signEnrollment({ signer: d, domain, owner: owner2.address }))),
       ]);
 
-      // The relayer's own reads client: view reads folded into deployless multicalls, as in production.
-      const state = new CachedChainState(readsClient(chain.node.url, { multicall: true }), pay);
+      // The events since the deployment into the registry, as the batcher's pass does.
+      let cursor = deployment.deploymentBlock - 1;
+      const registryUntouched = new Set<string>();
+      async function syncRegistry() {
+        const head = Number(await client.getBlockNumber({ cacheTime: 0 })); // viem caches it for 4 s otherwise
+        if (head <= cursor) return;
+        const logs = (await client.request({
+          method: "eth_getLogs",
+          params: [{ address: pay, fromBlock: `0x${(cursor + 1).toString(16)}`, toBlock: `0x${head.toString(16)}` }],
+        } as never)) as Parameters<typeof deviceEventOf>[0][];
+        const events = logs.map(deviceEventOf).filter((e) => e !== undefined);
+        const from = cursor + 1;
+        await store.setCursor(
+          "differential",
+          { blockNumber: head, blockHash: null },
+          { from, events, fromDeployment: from === deployment.deploymentBlock },
+        );
+        cursor = head;
+      }
+      // The relayer's own reads client: view reads folded into deployless multicalls, as in production,
+      // and untouched devices from the registry (counted, so the test shows it used it).
+      const state = new CachedChainState(
+        readsClient(chain.node.url, { multicall: true }),
+        pay,
+        undefined,
+        undefined,
+        async (ds) => {
+          const answers = await store.untouchedDevices(ds);
+          for (const [i, d] of ds.entries()) if (answers[i] !== null) registryUntouched.add(d.toLowerCase());
+          return answers;
+        },
+      );
+      await syncRegistry();
       const clock = new ChainClock();
       const ingest = await Ingest.open({
         verifier: new Verifier(domain),
@@ -169,6 +204,7 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
         expect(skipped, "an item ingest accepted was skipped on chain").to.have.length(0);
         counts.settled += items.length;
         ingest.finished(items.map((i) => i.id));
+        await syncRegistry();
         state.invalidateAll();
         pending = [];
         pendingKind = undefined;
@@ -216,6 +252,7 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
           default:
             await send2(pay, machinePayAbi, "deposit", [usdc, USDC(10 + Math.floor(rand() * 20))]);
         }
+        await syncRegistry();
         state.invalidateAll();
       }
 
@@ -337,6 +374,8 @@ for (const backend of ["SQLite", "PostgreSQL"] as const)
       console.log(
         `      ${counts.agreed} verdicts agreed, ${counts.settled} items settled; by verdict: ${JSON.stringify(Object.fromEntries(counts.byReason))}`,
       );
+      // Devices were read from the registry (their first payments, before anything touched them).
+      expect(registryUntouched.size, "devices whose word came from the registry").to.be.at.least(3);
       // The sequence must have exercised the interesting verdicts, not just "None".
       const seen = [...counts.byReason.keys()];
       for (const reason of [

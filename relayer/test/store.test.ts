@@ -11,6 +11,7 @@ import type { PostgresServer } from "../../scripts/lib/postgres";
 import {
   BATCH_TRANSITIONS,
   type BatchStatus,
+  type DeviceEvent,
   GroupCommitter,
   type Hex,
   ITEM_TRANSITIONS,
@@ -915,6 +916,189 @@ for (const backend of BACKENDS) {
         for (const op of ["create", "attempt", "mine", "unmine", "confirm", "requeue", "reject"]) {
           expect(succeeded[op] ?? 0, `successful ${op} operations`).to.be.greaterThan(0);
         }
+      });
+    });
+
+    describe("the registry of untouched devices", () => {
+      const assigned = (device: Hex, policyId: number, blockNumber: number, logIndex = 0) => ({
+        device,
+        kind: "assigned" as const,
+        policyId,
+        blockNumber,
+        logIndex,
+      });
+      const touched = (device: Hex, blockNumber: number, logIndex = 0) => ({
+        device,
+        kind: "touched" as const,
+        blockNumber,
+        logIndex,
+      });
+      const range = (from: number, events: DeviceEvent[], fromDeployment = false) => ({ from, events, fromDeployment });
+      const C = "events:test";
+      const DEVICE_C = addr(0xc);
+
+      it("knows a device untouched from its assignment until anything writes its word", async () => {
+        const store = await open();
+        expect(await store.untouchedDevices([DEVICE_A, DEVICE_B])).to.deep.equal([null, null]);
+        // Read from the deployment (block 10): A and B assigned, B paused in the same range.
+        await store.setCursor(
+          C,
+          { blockNumber: 12, blockHash: rand32() },
+          range(10, [assigned(DEVICE_A, 3, 10), assigned(DEVICE_B, 3, 11), touched(DEVICE_B, 12)], true),
+        );
+        expect(await store.untouchedDevices([DEVICE_A, DEVICE_B, DEVICE_C])).to.deep.equal([3, null, null]);
+        // A moves to policy 4 (its word keeps counters: still untouched); B's re-assignment never revives it.
+        await store.setCursor(
+          C,
+          { blockNumber: 13, blockHash: rand32() },
+          range(13, [assigned(DEVICE_A, 4, 13), assigned(DEVICE_B, 4, 13, 1)]),
+        );
+        expect(await store.untouchedDevices([DEVICE_A, DEVICE_B])).to.deep.equal([4, null]);
+        // Reading an old range again changes nothing it should not: A's older assignment does not win.
+        await store.setCursor(
+          C,
+          { blockNumber: 13, blockHash: rand32() },
+          range(10, [assigned(DEVICE_A, 3, 10)], true),
+        );
+        expect(await store.untouchedDevices([DEVICE_A])).to.deep.equal([4]);
+        // Addresses in any case; bad input is refused before anything is written.
+        expect(await store.untouchedDevices([DEVICE_A.toUpperCase().replace("0X", "0x") as Hex])).to.deep.equal([4]);
+        for (const bad of [
+          range(14, [touched(DEVICE_A, 13)]), // outside the range
+          range(15, []), // starts after the cursor's block
+          range(14, [{ ...assigned(DEVICE_A, 1, 14), policyId: undefined }]),
+          range(14, [{ ...touched(DEVICE_A, 14), device: "0x12" as Hex }]),
+        ]) {
+          const e = await rejection(store.setCursor(C, { blockNumber: 14, blockHash: rand32() }, bad));
+          expect(e.code).to.equal("INVALID_INPUT");
+        }
+        expect(await store.getCursor(C)).to.deep.include({ blockNumber: 13 });
+        expect(await store.untouchedDevices([DEVICE_A])).to.deep.equal([4]);
+      });
+
+      it("trusts nothing until a range from the deployment starts it, nor what lies past a gap", async () => {
+        const store = await open();
+        // A store that read events before it had a registry: its ranges do not start at the deployment.
+        await store.setCursor(C, { blockNumber: 20, blockHash: rand32() }, range(15, [assigned(DEVICE_A, 1, 16)]));
+        expect(await store.untouchedDevices([DEVICE_A])).to.deep.equal([null]);
+        await store.setCursor(C, { blockNumber: 30, blockHash: rand32() }, range(1, [assigned(DEVICE_B, 1, 5)], true));
+        expect(await store.untouchedDevices([DEVICE_A, DEVICE_B])).to.deep.equal([1, 1]);
+        // A range past a gap is applied but not trusted until the ranges before it are read.
+        await store.setCursor(
+          "events:other",
+          { blockNumber: 50, blockHash: rand32() },
+          range(41, [assigned(DEVICE_C, 2, 45)]),
+        );
+        expect(await store.untouchedDevices([DEVICE_C])).to.deep.equal([null]);
+        await store.setCursor(C, { blockNumber: 45, blockHash: rand32() }, range(31, []));
+        expect(await store.untouchedDevices([DEVICE_C])).to.deep.equal([2]);
+      });
+
+      it("forgets its batches' devices when they are written, and what lies past a reorg", async () => {
+        const store = await open();
+        await store.setCursor(
+          C,
+          { blockNumber: 9, blockHash: rand32() },
+          range(1, [assigned(DEVICE_A, 1, 2), assigned(DEVICE_B, 1, 8)], true),
+        );
+        const item = payment({ device: DEVICE_A });
+        await store.write({ items: [item] });
+        await store.createBatch({ kind: "payment", token: TOKEN, sender: SENDER, nonce: 0, itemIds: [item.id] });
+        expect(await store.untouchedDevices([DEVICE_A, DEVICE_B])).to.deep.equal([null, 1]);
+        await store.rewindDevices(5);
+        expect(await store.untouchedDevices([DEVICE_B])).to.deep.equal([null]);
+        // Read again from the rewind: B's assignment is seen again, and B stays forgotten (touched is for good).
+        await store.setCursor(
+          C,
+          { blockNumber: 9, blockHash: rand32() },
+          range(6, [assigned(DEVICE_B, 1, 8), assigned(DEVICE_C, 1, 9)]),
+        );
+        expect(await store.untouchedDevices([DEVICE_B, DEVICE_C])).to.deep.equal([null, 1]);
+      });
+
+      it("whatever the instances and the order they read ranges in, trusts only what chain order says (property)", async () => {
+        const devices = [DEVICE_A, DEVICE_B, DEVICE_C, addr(0xd)];
+        const BLOCKS = 12;
+        const eventArb = fc.record({
+          device: fc.constantFrom(...devices),
+          assign: fc.boolean(),
+          policyId: fc.integer({ min: 1, max: 3 }),
+          block: fc.integer({ min: 1, max: BLOCKS }),
+        });
+        // Ranges: the main reader's contiguous ones from the deployment (cut points), and extra reads
+        // by other instances (any range, any time), interleaved.
+        const readArb = fc.record({ from: fc.integer({ min: 1, max: BLOCKS }), len: fc.integer({ min: 0, max: 5 }) });
+        await fc.assert(
+          fc.asyncProperty(
+            fc.array(eventArb, { maxLength: 30 }),
+            fc.uniqueArray(fc.integer({ min: 1, max: BLOCKS - 1 }), { maxLength: 4 }),
+            fc.array(fc.tuple(readArb, fc.nat()), { maxLength: 6 }),
+            async (raw, cuts, extras) => {
+              const store = await h.fresh();
+              const perBlock = new Map<number, number>();
+              // As on chain: nothing writes a device's word before its first assignment.
+              const assignedYet = new Set<Hex>();
+              const events: DeviceEvent[] = raw
+                .sort((a, b) => a.block - b.block)
+                .filter((e) => {
+                  if (e.assign) assignedYet.add(e.device);
+                  return assignedYet.has(e.device);
+                })
+                .map((e) => {
+                  const logIndex = perBlock.get(e.block) ?? 0;
+                  perBlock.set(e.block, logIndex + 1);
+                  return e.assign
+                    ? assigned(e.device, e.policyId, e.block, logIndex)
+                    : touched(e.device, e.block, logIndex);
+                });
+              const within = (from: number, to: number) =>
+                events.filter((e) => e.blockNumber >= from && e.blockNumber <= to);
+              // Chain order, one event at a time: what the registry should say through block `to`.
+              const model = (to: number) => {
+                const rows = new Map<Hex, { fresh: boolean; policyId: number }>();
+                for (const e of within(1, to)) {
+                  const row = rows.get(e.device);
+                  if (e.kind === "assigned") {
+                    if (!row) rows.set(e.device, { fresh: true, policyId: e.policyId! });
+                    else if (row.fresh) row.policyId = e.policyId!;
+                  } else if (row) row.fresh = false;
+                }
+                return devices.map((d) => (rows.get(d)?.fresh ? rows.get(d)!.policyId : null));
+              };
+              const bounds = [0, ...[...cuts].sort((a, b) => a - b), BLOCKS];
+              const main = bounds.slice(1).map((to, i) => ({ who: "main", from: bounds[i] + 1, to }));
+              const ops = [...main];
+              for (const [r, at] of extras) {
+                const to = Math.min(BLOCKS, r.from + r.len);
+                ops.splice(at % (ops.length + 1), 0, { who: `other-${at % 3}`, from: r.from, to });
+              }
+              let through = 0;
+              try {
+                for (const op of ops) {
+                  await store.setCursor(
+                    `events:${op.who}`,
+                    { blockNumber: op.to, blockHash: rand32() },
+                    range(op.from, within(op.from, op.to), op.from === 1),
+                  );
+                  // The registry's cursor, as any instance's range that joins it moves it.
+                  if (op.from <= through + 1) through = Math.max(through, op.to);
+                  const answer = await store.untouchedDevices(devices);
+                  const truth = model(through);
+                  // Never trusts what chain order through the registry's cursor does not say.
+                  answer.forEach((p, i) => {
+                    if (p !== null) expect(p, `device ${i} after ${JSON.stringify(op)}`).to.equal(truth[i]);
+                  });
+                }
+                // With every range read (the main reader's reach the last block), each device is
+                // known exactly as chain order says: extra reads changed nothing for good.
+                expect(await store.untouchedDevices(devices)).to.deep.equal(model(BLOCKS));
+              } finally {
+                await store.close();
+              }
+            },
+          ),
+          { numRuns: 60, seed: 7 },
+        );
       });
     });
 

@@ -40,6 +40,7 @@ import { StoreError } from "../store/errors";
 import type {
   BatchDetail,
   BatchKind,
+  DeviceEvent,
   ItemKind,
   ItemOutcome,
   ItemRow,
@@ -279,6 +280,7 @@ export class Batcher {
         });
         state.invalidateAll();
         const back = Math.max(this.o.deploymentBlock - 1, cursor.blockNumber - REORG_REWIND);
+        await store.rewindDevices(Math.max(0, back));
         cursor = { blockNumber: back, blockHash: null };
       }
     }
@@ -301,13 +303,25 @@ export class Batcher {
         continue;
       }
       if (this.logSpan < MAX_LOG_SPAN && logs.length < 1_000) this.logSpan = Math.min(MAX_LOG_SPAN, this.logSpan * 2);
+      const end = to === this.head ? block : await client.getBlock({ blockNumber: BigInt(to) });
+      // The registry of untouched devices takes every event that writes a device's word, our own
+      // settlements too, in the transaction that moves the cursor. The cache forgets after that: a
+      // read that misses it meanwhile must not find a device untouched that this range touched.
+      const devices: DeviceEvent[] = [];
+      for (const log of logs) {
+        const d = deviceEventOf(log);
+        if (d) devices.push(d);
+      }
+      await store.setCursor(
+        name,
+        { blockNumber: to, blockHash: end.hash },
+        { from, events: devices, fromDeployment: from === this.o.deploymentBlock },
+      );
       for (const log of logs) {
         if (log.transactionHash && ours.has(log.transactionHash.toLowerCase()) && SETTLEMENT_TOPICS.has(log.topics[0]!))
           continue;
         this.invalidateFor(log);
       }
-      const end = to === this.head ? block : await client.getBlock({ blockNumber: BigInt(to) });
-      await store.setCursor(name, { blockNumber: to, blockHash: end.hash });
       from = to + 1;
     }
   }
@@ -950,7 +964,26 @@ const SETTLED_TOPICS = eventTopics("PaymentSettled", "VoucherSettled");
 type Payload = { items: ItemRow[] } | { message: OwnerMessage; gas: bigint };
 
 /** A log as eth_getLogs answers it (the fields followChain reads). */
-type RawLog = { transactionHash: Hex | null; topics: Hex[]; data: Hex };
+type RawLog = { transactionHash: Hex | null; topics: Hex[]; data: Hex; blockNumber: Hex; logIndex: Hex };
+
+const [DEVICE_ASSIGNED] = eventTopics("DeviceAssigned");
+/** Events that write a device's word or its tabs, each with the device as its first indexed topic (TabClosing: second). */
+const DEVICE_TOUCHES = eventTopics("PaymentSettled", "VoucherSettled", "DevicePausedSet", "DeviceRevokedForever");
+const [TAB_CLOSING] = eventTopics("TabClosing");
+
+/** What a log says about a device's word, read from its topics (a batch's block holds hundreds of settlements). */
+export function deviceEventOf(log: RawLog): DeviceEvent | undefined {
+  const topic = log.topics[0];
+  if (topic === undefined) return undefined;
+  const at = { blockNumber: Number(log.blockNumber), logIndex: Number(log.logIndex) };
+  const word = (i: number) => `0x${log.topics[i]!.slice(26).toLowerCase()}` as Hex;
+  if (topic === DEVICE_ASSIGNED) {
+    return { device: word(1), kind: "assigned", policyId: Number(BigInt(log.topics[2]!)), ...at };
+  }
+  if (DEVICE_TOUCHES.has(topic)) return { device: word(1), kind: "touched", ...at };
+  if (topic === TAB_CLOSING) return { device: word(2), kind: "touched", ...at };
+  return undefined;
+}
 
 const ZERO_ADDRESS = "0x0000000000000000000000000000000000000000" as Hex;
 /**

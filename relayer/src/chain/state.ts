@@ -86,11 +86,19 @@ export class CachedChainState implements ChainState {
   private readonly cache = new Map<string, Entry<unknown>>();
   private readonly groups = new Map<string, Set<string>>();
 
+  /** Devices waiting for the registry's answer, asked together once the current turn's reads are in. */
+  private lookups: { device: Address; resolve: (policyId: number | null) => void; reject: (e: unknown) => void }[] = [];
+
   constructor(
     private readonly client: PublicClient,
     private readonly contract: Address,
     private readonly ttlMs = 60_000,
     private readonly clock: () => number = Date.now,
+    /**
+     * Devices known untouched since their assignment (the store's registry, fed by the events):
+     * the policy of each, or null where the chain must be asked. Their word needs no chain read.
+     */
+    private readonly untouched?: (devices: readonly Address[]) => Promise<(number | null)[]>,
   ) {}
 
   private get<T>(key: string, load: () => Promise<T>, groups: string[] = []): Promise<T> {
@@ -177,7 +185,7 @@ export class CachedChainState implements ChainState {
         await this.get(key, () => Promise.resolve(value), groups);
       });
     for (const d of new Set([...(keys.devices ?? [])].map(lc))) {
-      fresh(`d:${d}`, () => this.loadDevice(d as Address));
+      fresh(`d:${d}`, () => this.loadDevice(d as Address, true));
     }
     const balances = new Map<string, [Address, Address]>();
     for (const [a, t] of keys.balances ?? []) balances.set(`${lc(a)}:${lc(t)}`, [a, t]);
@@ -207,7 +215,42 @@ export class CachedChainState implements ChainState {
     return this.get(`d:${lc(device)}`, () => this.loadDevice(device));
   }
 
-  private async loadDevice(device: Address): Promise<DeviceWord> {
+  /** Devices the registry knows untouched, asked as one lookup per turn. */
+  private untouchedPolicy(device: Address): Promise<number | null> {
+    return new Promise((resolve, reject) => {
+      this.lookups.push({ device, resolve, reject });
+      if (this.lookups.length > 1) return;
+      queueMicrotask(() => {
+        const asked = this.lookups;
+        this.lookups = [];
+        this.untouched!(asked.map((l) => l.device)).then(
+          (policies) => asked.forEach((l, i) => l.resolve(policies[i])),
+          (e) => asked.forEach((l) => l.reject(e)),
+        );
+      });
+    });
+  }
+
+  /**
+   * A device's word: `{ policyId, paused: false }` with zero counters for one the registry knows
+   * untouched (a failed registry read falls back to the chain), else the contract's `getDevice`.
+   * `chainOnly`: always the contract's (the re-read after our own batch).
+   */
+  private async loadDevice(device: Address, chainOnly = false): Promise<DeviceWord> {
+    if (this.untouched && !chainOnly) {
+      const policyId = await this.untouchedPolicy(device).catch(() => null);
+      if (policyId !== null) {
+        return {
+          policyId,
+          paused: false,
+          periodIndex: 0n,
+          periodSpent: 0n,
+          lifetimeSpent: 0n,
+          nonceTop: 0n,
+          nonceWindow: 0n,
+        };
+      }
+    }
     const d = await this.read<{
       policyId: number;
       paused: boolean;

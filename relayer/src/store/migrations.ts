@@ -17,6 +17,9 @@ export interface Migration {
   rebuildsTables?: boolean;
 }
 
+/** The cursor through which the registry of untouched devices is complete (schema 5). */
+export const REGISTRY_CURSOR = "device-registry";
+
 /** Marks a file as a relayer store ("MPRY"), so we never migrate another application's database. */
 export const APPLICATION_ID = 0x4d505259;
 
@@ -211,6 +214,24 @@ export const MIGRATIONS: readonly Migration[] = [
     // it never re-reads another's changes).
     up: `
       ALTER TABLE items ADD COLUMN owner_version INTEGER NOT NULL DEFAULT 0;
+    `,
+  },
+  {
+    version: 5,
+    name: "the registry of untouched devices (assigned, and nothing has written their word since)",
+    // A row per device an event assigned. fresh = 1: nothing has written the device's word since
+    // its first assignment (policy_id is its newest assignment's, at block_number/log_index); a
+    // touched device (0) never becomes fresh again. The registry is complete through the block of
+    // the cursor named device-registry (REGISTRY_CURSOR), absent until a relayer reads events from the deployment.
+    up: `
+      CREATE TABLE devices (
+        device TEXT PRIMARY KEY,
+        fresh INTEGER NOT NULL CHECK (fresh IN (0, 1)),
+        policy_id INTEGER NOT NULL,
+        block_number INTEGER NOT NULL,
+        log_index INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+      ) STRICT, WITHOUT ROWID;
     `,
   },
 ];

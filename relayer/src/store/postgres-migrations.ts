@@ -215,6 +215,22 @@ export const POSTGRES_MIGRATIONS: readonly PostgresMigration[] = [
         FOR EACH ROW EXECUTE FUNCTION machinepay_stamp_owner_version();
     `,
   },
+  {
+    version: 5,
+    name: "the registry of untouched devices (assigned, and nothing has written their word since)",
+    // As SQLite's: a row per device an event assigned; fresh until anything writes its word. Complete
+    // through the block of the cursor named device-registry (REGISTRY_CURSOR in migrations.ts).
+    up: `
+      CREATE TABLE devices (
+        device TEXT COLLATE "C" PRIMARY KEY,
+        fresh BOOLEAN NOT NULL,
+        policy_id BIGINT NOT NULL,
+        block_number BIGINT NOT NULL,
+        log_index BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+      );
+    `,
+  },
 ];
 
 /** The schema version this code writes (the same number as SQLite's SCHEMA_VERSION). */

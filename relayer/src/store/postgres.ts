@@ -12,6 +12,7 @@
 import { type ClientBase, Pool, type PoolClient, types as pgTypes } from "pg";
 import { StoreError } from "./errors";
 import { GroupCommitter } from "./group-commit";
+import { REGISTRY_CURSOR } from "./migrations";
 import { migratePostgres, POSTGRES_MIGRATIONS, type PostgresMigrationResult } from "./postgres-migrations";
 import {
   cursorNumber,
@@ -37,6 +38,7 @@ import {
   type BatchRow,
   type BatchStatus,
   type Cursor,
+  type DeviceEventRange,
   type Hex,
   type InstanceLease,
   ITEM_KINDS,
@@ -919,12 +921,20 @@ export class PostgresStore implements Store {
       const candidates = new Map<Hex, rules.BatchCandidate>();
       if (b.itemIds.length > 0) {
         const r = await c.query(
-          "SELECT id, status, kind, token FROM items WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
+          "SELECT id, status, kind, token, device FROM items WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE",
           [b.itemIds],
         );
         for (const row of r.rows) candidates.set(row.id as Hex, row as rules.BatchCandidate);
       }
       rules.assertBatchable(b, (id) => candidates.get(id));
+      // The batch may write its devices' words from now on: none of them is known untouched any more.
+      const devices = [...new Set([...candidates.values()].map((r) => (r as { device?: string }).device!))];
+      if (devices.length > 0) {
+        await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE device = ANY($2::text[]) AND fresh", [
+          now,
+          devices.sort(),
+        ]);
+      }
       if (b.messageId !== null) {
         rules.assertMessageBatchable(
           { messageId: b.messageId, kind: b.kind },
@@ -1191,8 +1201,9 @@ export class PostgresStore implements Store {
       : null;
   }
 
-  async setCursor(name: string, cursor: Cursor): Promise<void> {
+  async setCursor(name: string, cursor: Cursor, devices?: DeviceEventRange): Promise<void> {
     const cur = v.cursor(name, cursor);
+    const range = devices === undefined ? undefined : v.deviceEventRange(devices, cur.blockNumber);
     await this.transaction("saving a cursor", async (c, now) => {
       await c.query(
         `INSERT INTO cursors (name, block_number, block_hash, updated_at) VALUES ($1, $2, $3, $4)
@@ -1200,6 +1211,83 @@ export class PostgresStore implements Store {
            updated_at = excluded.updated_at`,
         [cur.name, cur.blockNumber, cur.blockHash, now],
       );
+      if (range) await this.applyDeviceEvents(c, range, cur.blockNumber, now);
+    });
+  }
+
+  /** As SQLite's (see rules.ts, "untouched devices"): the range's events in chain order, then the registry's cursor. */
+  private async applyDeviceEvents(
+    c: ClientBase,
+    range: ReturnType<typeof v.deviceEventRange>,
+    to: number,
+    now: number,
+  ): Promise<void> {
+    // The registry's cursor row first: relayers applying ranges together take turns here, so the
+    // one whose range joins the cursor sees the cursor the one before it committed.
+    const registry = (await c.query("SELECT block_number FROM cursors WHERE name = $1 FOR UPDATE", [REGISTRY_CURSOR]))
+      .rows[0];
+    // Touches first (they clear existing rows), then assignments (a row they insert is fresh if no
+    // touch followed; an existing fresh row moves to a newer assignment's policy). Device order: lock order.
+    const effects = rules.deviceEffects(range.events).sort((a, b) => (a.device < b.device ? -1 : 1));
+    const touched = effects.filter((e) => e.touched).map((e) => e.device);
+    if (touched.length > 0) {
+      await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE device = ANY($2::text[]) AND fresh", [
+        now,
+        touched,
+      ]);
+    }
+    const assigned = effects.filter((e) => e.assigned);
+    if (assigned.length > 0) {
+      await c.query(
+        `INSERT INTO devices (device, fresh, policy_id, block_number, log_index, updated_at)
+         SELECT u.*, $6 FROM unnest($1::text[], $2::boolean[], $3::bigint[], $4::bigint[], $5::bigint[])
+           AS u(device, fresh, policy_id, block_number, log_index)
+         ON CONFLICT (device) DO UPDATE SET policy_id = excluded.policy_id, block_number = excluded.block_number,
+           log_index = excluded.log_index, updated_at = excluded.updated_at
+         WHERE devices.fresh AND (devices.block_number, devices.log_index) < (excluded.block_number, excluded.log_index)`,
+        [
+          assigned.map((e) => e.device),
+          assigned.map((e) => e.assigned!.freshIfNew),
+          assigned.map((e) => e.assigned!.policyId),
+          assigned.map((e) => e.assigned!.blockNumber),
+          assigned.map((e) => e.assigned!.logIndex),
+          now,
+        ],
+      );
+    }
+    const through = registry === undefined ? undefined : Number(registry.block_number);
+    if (!rules.registryAdvances(through, range.from, range.fromDeployment, to)) return;
+    await c.query(
+      `INSERT INTO cursors (name, block_number, block_hash, updated_at) VALUES ($1, $2, NULL, $3)
+       ON CONFLICT (name) DO UPDATE SET block_number = excluded.block_number, updated_at = excluded.updated_at
+       WHERE cursors.block_number < excluded.block_number`,
+      [REGISTRY_CURSOR, to, now],
+    );
+  }
+
+  async untouchedDevices(devices: readonly Hex[]): Promise<(number | null)[]> {
+    const wanted = devices.map((d, i) => v.address(d, `devices[${i}]`));
+    if (wanted.length === 0) return [];
+    const rows = await this.query(
+      "reading untouched devices",
+      `SELECT device, policy_id FROM devices WHERE device = ANY($1::text[]) AND fresh
+         AND block_number <= (SELECT block_number FROM cursors WHERE name = $2)`,
+      [wanted, REGISTRY_CURSOR],
+    );
+    const found = new Map(rows.map((r) => [r.device as string, Number(r.policy_id)]));
+    return wanted.map((d) => found.get(d) ?? null);
+  }
+
+  async rewindDevices(block: number): Promise<void> {
+    const b = v.int(block, "block");
+    await this.transaction("rewinding the device registry", async (c, now) => {
+      await c.query("SELECT 1 FROM cursors WHERE name = $1 FOR UPDATE", [REGISTRY_CURSOR]);
+      await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE fresh AND block_number > $2", [now, b]);
+      await c.query("UPDATE cursors SET block_number = $1, updated_at = $2 WHERE name = $3 AND block_number > $1", [
+        b,
+        now,
+        REGISTRY_CURSOR,
+      ]);
     });
   }
 

@@ -201,3 +201,80 @@ export function instanceConflict(holder: string, sender: string, where: string, 
     { holder, sender },
   );
 }
+
+// ---- untouched devices ----
+//
+// The registry lets admission know a new device's word without a chain read: a device the contract
+// assigned and nothing has written since holds `{ policyId, paused: false }` and zero counters and
+// nonces (assignment keeps counters, and every other write of the word emits an event naming the
+// device: PaymentSettled, VoucherSettled, DevicePausedSet, DeviceRevokedForever).
+//
+// Relayers sharing a store each read every event, each range in chain order, in any interleaving.
+// Applying `assigned` inserts a fresh row (or moves a fresh row to a newer assignment's policy);
+// `touched` clears `fresh` of an existing row, and nothing sets it again. The registry's cursor
+// advances only over a range that starts at most one block after it (or at the deployment, to start
+// it), committed after the range before it: the chain of such ranges has applied every event up to
+// the cursor in chain order. Any further application (a range read again, one read ahead of the
+// cursor) is an extra `touched`, which only clears, or an extra `assigned`, which never revives a
+// touched row and whose fresh row is not trusted until the cursor passes its block, by when the
+// chain of ranges has applied everything before it. So a row is trusted only when fresh and at or
+// below the cursor. Batches clear their devices when written (before any transaction can land),
+// and a reorg clears every row above the block the cursor moved back to.
+
+/** Whether a range [from, to] of events moves the registry's cursor (at `through`, or none yet) to `to`. */
+export function registryAdvances(
+  through: number | undefined,
+  from: number,
+  fromDeployment: boolean,
+  to: number,
+): boolean {
+  if (through === undefined) return fromDeployment;
+  return from <= through + 1 && to > through;
+}
+
+/** What a range's events do to one device's row, applied in chain order (see above). */
+export type DeviceEffect = {
+  device: Hex;
+  /** The range's newest assignment, and whether a row it inserts is fresh (no touch after the range's first assignment). */
+  assigned?: { policyId: number; blockNumber: number; logIndex: number; freshIfNew: boolean };
+  /** Any touch in the range: an existing row is not fresh afterwards. */
+  touched: boolean;
+};
+
+/**
+ * Folds a range's events (in chain order) into one effect per device, so a backend applies them
+ * as a set. Applying the effect equals applying the events one by one: on a missing row, a touch
+ * before the first assignment does nothing (the contract never writes an unassigned device's
+ * word) and one after it leaves the row touched; on a fresh row any touch clears it and the newest
+ * assignment sets its policy (if newer than the row's); a touched row stays touched.
+ */
+export function deviceEffects(
+  events: readonly {
+    device: Hex;
+    kind: "assigned" | "touched";
+    policyId: number | null;
+    blockNumber: number;
+    logIndex: number;
+  }[],
+): DeviceEffect[] {
+  const byDevice = new Map<Hex, DeviceEffect>();
+  for (const e of events) {
+    let effect = byDevice.get(e.device);
+    if (!effect) {
+      effect = { device: e.device, touched: false };
+      byDevice.set(e.device, effect);
+    }
+    if (e.kind === "touched") {
+      effect.touched = true;
+      if (effect.assigned) effect.assigned.freshIfNew = false;
+    } else {
+      effect.assigned = {
+        policyId: e.policyId!,
+        blockNumber: e.blockNumber,
+        logIndex: e.logIndex,
+        freshIfNew: effect.assigned?.freshIfNew ?? true,
+      };
+    }
+  }
+  return [...byDevice.values()];
+}

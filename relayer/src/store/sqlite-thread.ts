@@ -162,6 +162,8 @@ export class SqliteThreadStore implements Store {
   rejectItems: Store["rejectItems"] = (...a) => this.call("rejectItems", ...a);
   getCursor: Store["getCursor"] = (...a) => this.call("getCursor", ...a);
   setCursor: Store["setCursor"] = (...a) => this.call("setCursor", ...a);
+  untouchedDevices: Store["untouchedDevices"] = (...a) => this.call("untouchedDevices", ...a);
+  rewindDevices: Store["rewindDevices"] = (...a) => this.call("rewindDevices", ...a);
   insertOwnerMessage: Store["insertOwnerMessage"] = (...a) => this.call("insertOwnerMessage", ...a);
   updateOwnerMessage: Store["updateOwnerMessage"] = (...a) => this.call("updateOwnerMessage", ...a);
   getOwnerMessage: Store["getOwnerMessage"] = (...a) => this.call("getOwnerMessage", ...a);

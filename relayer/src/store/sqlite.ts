@@ -7,7 +7,7 @@ import { dirname, resolve } from "node:path";
 import Database, { type Database as Db, type Statement } from "better-sqlite3";
 import { StoreError } from "./errors";
 import { GroupCommitter } from "./group-commit";
-import { type MigrationResult, migrate } from "./migrations";
+import { type MigrationResult, migrate, REGISTRY_CURSOR } from "./migrations";
 import {
   cursorNumber,
   isOpen,
@@ -32,6 +32,7 @@ import {
   type BatchRow,
   type BatchStatus,
   type Cursor,
+  type DeviceEventRange,
   type Hex,
   type InstanceLease,
   ITEM_KINDS,
@@ -460,8 +461,13 @@ export class SqliteStore implements Store {
   async createBatch(batch: NewBatch): Promise<number> {
     const b = v.newBatch(batch);
     return this.transaction("creating a batch", (now) => {
-      const status = this.sql("SELECT status, kind, token FROM items WHERE id = ?");
-      rules.assertBatchable(b, (id) => status.get(id) as rules.BatchCandidate | undefined);
+      const status = this.sql("SELECT status, kind, token, device FROM items WHERE id = ?");
+      const devices = new Set<string>();
+      rules.assertBatchable(b, (id) => {
+        const row = status.get(id) as (rules.BatchCandidate & { device: string }) | undefined;
+        if (row) devices.add(row.device);
+        return row;
+      });
       if (b.messageId !== null) {
         rules.assertMessageBatchable({ messageId: b.messageId, kind: b.kind }, this.ownerMessageSync(b.messageId));
       }
@@ -495,6 +501,9 @@ export class SqliteStore implements Store {
         mark.run(id, position, now, itemId);
         member.run(id, position, itemId);
       });
+      // The batch may write its devices' words from now on: none of them is known untouched any more.
+      const touch = this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE device = ? AND fresh = 1");
+      for (const device of devices) touch.run(now, device);
       if (b.messageId !== null) this.setMessageSync(b.messageId, "submitted", now);
       return id;
     });
@@ -703,14 +712,72 @@ export class SqliteStore implements Store {
     });
   }
 
-  async setCursor(name: string, cursor: Cursor): Promise<void> {
+  async setCursor(name: string, cursor: Cursor, devices?: DeviceEventRange): Promise<void> {
     const c = v.cursor(name, cursor);
+    const range = devices === undefined ? undefined : v.deviceEventRange(devices, c.blockNumber);
     this.transaction("saving a cursor", (now) => {
       this.sql(
         `INSERT INTO cursors (name, block_number, block_hash, updated_at) VALUES (?, ?, ?, ?)
          ON CONFLICT (name) DO UPDATE SET block_number = excluded.block_number, block_hash = excluded.block_hash,
            updated_at = excluded.updated_at`,
       ).run(c.name, c.blockNumber, c.blockHash, now);
+      if (range) this.applyDeviceEvents(range, c.blockNumber, now);
+    });
+  }
+
+  /**
+   * Applies a range's device events in chain order (see rules.ts, "untouched devices", for why the
+   * result does not depend on which instance reads which range), then advances the registry's
+   * cursor if the range joins it (or starts it, from the deployment).
+   */
+  private applyDeviceEvents(range: ReturnType<typeof v.deviceEventRange>, to: number, now: number): void {
+    // Touches first (they clear existing rows), then assignments (a row they insert is fresh if no
+    // touch followed; an existing fresh row moves to a newer assignment's policy).
+    const effects = rules.deviceEffects(range.events);
+    const touch = this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE device = ? AND fresh = 1");
+    for (const e of effects) if (e.touched) touch.run(now, e.device);
+    const assign = this.sql(
+      `INSERT INTO devices (device, fresh, policy_id, block_number, log_index, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (device) DO UPDATE SET policy_id = excluded.policy_id, block_number = excluded.block_number,
+         log_index = excluded.log_index, updated_at = excluded.updated_at
+       WHERE devices.fresh = 1 AND (devices.block_number, devices.log_index) < (excluded.block_number, excluded.log_index)`,
+    );
+    for (const { device, assigned: a } of effects) {
+      if (a) assign.run(device, a.freshIfNew ? 1 : 0, a.policyId, a.blockNumber, a.logIndex, now);
+    }
+    const registry = this.sql("SELECT block_number FROM cursors WHERE name = ?").get(REGISTRY_CURSOR) as
+      | Row
+      | undefined;
+    const through = registry?.block_number as number | undefined;
+    if (!rules.registryAdvances(through, range.from, range.fromDeployment, to)) return;
+    this.sql(
+      `INSERT INTO cursors (name, block_number, block_hash, updated_at) VALUES (?, ?, NULL, ?)
+       ON CONFLICT (name) DO UPDATE SET block_number = excluded.block_number, updated_at = excluded.updated_at
+       WHERE cursors.block_number < excluded.block_number`,
+    ).run(REGISTRY_CURSOR, to, now);
+  }
+
+  async untouchedDevices(devices: readonly Hex[]): Promise<(number | null)[]> {
+    const wanted = devices.map((d, i) => v.address(d, `devices[${i}]`));
+    return this.read(() => {
+      const one = this.sql(
+        `SELECT policy_id FROM devices WHERE device = ? AND fresh = 1
+           AND block_number <= (SELECT block_number FROM cursors WHERE name = '${REGISTRY_CURSOR}')`,
+      );
+      return wanted.map((d) => ((one.get(d) as Row | undefined)?.policy_id as number | undefined) ?? null);
+    });
+  }
+
+  async rewindDevices(block: number): Promise<void> {
+    const b = v.int(block, "block");
+    this.transaction("rewinding the device registry", (now) => {
+      this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE fresh = 1 AND block_number > ?").run(now, b);
+      this.sql("UPDATE cursors SET block_number = ?, updated_at = ? WHERE name = ? AND block_number > ?").run(
+        b,
+        now,
+        REGISTRY_CURSOR,
+        b,
+      );
     });
   }
 

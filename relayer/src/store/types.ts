@@ -372,6 +372,29 @@ export interface Cursor {
   blockHash: Hex | null;
 }
 
+/**
+ * What one contract event did to a device's word (the one storage word `getDevice` reads), at its
+ * place in the chain. `assigned`: DeviceAssigned (the device's policy is now `policyId`; nonces and
+ * counters are kept). `touched`: any other event of a write to the word or to the device's tabs
+ * (PaymentSettled, VoucherSettled, DevicePausedSet, DeviceRevokedForever, TabClosing).
+ */
+export interface DeviceEvent {
+  device: Hex;
+  kind: "assigned" | "touched";
+  /** `assigned` only. */
+  policyId?: number;
+  blockNumber: number;
+  logIndex: number;
+}
+
+/** A range of blocks whose events were read: `from` to the cursor's block, and their device events in chain order. */
+export interface DeviceEventRange {
+  from: number;
+  events: readonly DeviceEvent[];
+  /** The range starts at the contract's deployment block: the registry of untouched devices starts complete here. */
+  fromDeployment: boolean;
+}
+
 export interface NewOwnerMessage {
   /** EIP-712 digest of the owner's signed message. */
   id: Hex;
@@ -500,7 +523,21 @@ export interface Store {
   heartbeat(lease: InstanceLease): Promise<{ live: Hex[] }>;
 
   getCursor(name: string): Promise<Cursor | null>;
-  setCursor(name: string, cursor: Cursor): Promise<void>;
+  /**
+   * Saves an events cursor. With `devices`, in the same transaction, applies the range's device
+   * events to the registry of untouched devices (see `untouchedDevices`), which is complete through
+   * the highest block of contiguous ranges read since the deployment block.
+   */
+  setCursor(name: string, cursor: Cursor, devices?: DeviceEventRange): Promise<void>;
+  /**
+   * Per device (same order): the policy of a device the contract assigned and nothing has written
+   * since (no settlement, pause, revocation, tab closing, and in no batch of ours), whose word is
+   * therefore `{ policyId, paused: false }` with every counter and nonce zero; null where that is
+   * not known (touched, never assigned, or a registry not complete from the deployment).
+   */
+  untouchedDevices(devices: readonly Hex[]): Promise<(number | null)[]>;
+  /** A reorg moved the events cursor back to `block`: devices assigned after it are no longer known untouched. */
+  rewindDevices(block: number): Promise<void>;
 
   /** Idempotent by id. */
   insertOwnerMessage(message: NewOwnerMessage): Promise<{ inserted: boolean; message: OwnerMessageRow }>;

@@ -8,6 +8,7 @@ import {
   type BatchMined,
   type BatchRequeue,
   type Cursor,
+  type DeviceEventRange,
   type Hex,
   type InstanceLease,
   ITEM_KINDS,
@@ -285,6 +286,28 @@ export function cursor(name: unknown, raw: Cursor) {
     blockNumber: int(raw?.blockNumber, "blockNumber"),
     blockHash: raw.blockHash === null || raw.blockHash === undefined ? null : hash32(raw.blockHash, "blockHash"),
   };
+}
+
+export function deviceEventRange(raw: DeviceEventRange, to: number) {
+  if (raw === null || typeof raw !== "object") invalid("devices", raw, "a device event range");
+  const from = int(raw.from, "devices.from");
+  if (from > to) invalid("devices.from", from, `a block at most the cursor's (${to})`);
+  if (!Array.isArray(raw.events)) invalid("devices.events", raw.events, "an array");
+  const events = raw.events.map((e, i) => {
+    const f = `devices.events[${i}]`;
+    const kind = oneOf(e?.kind, ["assigned", "touched"] as const, `${f}.kind`);
+    const blockNumber = int(e.blockNumber, `${f}.blockNumber`);
+    if (blockNumber < from || blockNumber > to)
+      invalid(`${f}.blockNumber`, blockNumber, `a block from ${from} to ${to}`);
+    return {
+      device: address(e.device, `${f}.device`),
+      kind,
+      policyId: kind === "assigned" ? int(e.policyId, `${f}.policyId`) : null,
+      blockNumber,
+      logIndex: int(e.logIndex, `${f}.logIndex`),
+    };
+  });
+  return { from, events, fromDeployment: raw.fromDeployment === true };
 }
 
 export function ownerMessage(raw: NewOwnerMessage): NewOwnerMessage {

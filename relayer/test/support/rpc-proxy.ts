@@ -34,6 +34,9 @@ export class RpcProxy {
     bytes?: number;
   }[] = [];
   url = "";
+  /** While true, every request's body is kept here (what was asked, for tests that look inside calls). */
+  recordBodies = false;
+  readonly bodies: string[] = [];
 
   constructor(private readonly upstream: string) {}
 
@@ -95,6 +98,7 @@ export class RpcProxy {
       size: Array.isArray(parsed) ? parsed.length : 1,
     };
     this.calls.push(call);
+    if (this.recordBodies) this.bodies.push(body);
     if (fault?.kind === "drop") {
       req.socket.destroy();
       return;
