@@ -224,8 +224,12 @@ export class CachedChainState implements ChainState {
         const asked = this.lookups;
         this.lookups = [];
         this.untouched!(asked.map((l) => l.device)).then(
-          (policies) => asked.forEach((l, i) => l.resolve(policies[i])),
-          (e) => asked.forEach((l) => l.reject(e)),
+          (policies) => {
+            for (const [i, l] of asked.entries()) l.resolve(policies[i]);
+          },
+          (e) => {
+            for (const l of asked) l.reject(e);
+          },
         );
       });
     });
