@@ -25,6 +25,7 @@
  *   WARM_LOAD=20000 …     payments (devices of their own) sent and settled before the timed loads, untimed (0: none;
  *                         the scale-out run has no warm-up)
  *   RELAYER_NODE_ARGS="--max-semi-space-size=64" …   extra node flags for the relayer process (space-separated)
+ *   SERIES=1 …            prints, for each load, the payments answered in each half second of it (where it waited)
  *
  * Scale-out (`--store postgres --instances 1,2,3`): SQLite with one relayer, then N relayers (each
  * its own sender key) on one PostgreSQL for each N, the load spread over them; per row, payments/s,
@@ -256,6 +257,8 @@ async function main() {
         bodies.push(JSON.stringify({ payments: payments.slice(i, i + perRequest) }));
       }
       let next = 0;
+      /** SERIES=1: payments answered in each half second of the load. */
+      const series: number[] = [];
       let accepted = 0;
       let other = 0;
       /** What the items not accepted were answered: reason (or status) → count. */
@@ -270,6 +273,10 @@ async function main() {
       const onBody = (body: string) => {
         last = process.hrtime.bigint();
         const r = JSON.parse(body) as { results?: { status: string; reason?: string }[] };
+        if (process.env.SERIES === "1") {
+          const bucket = Math.floor(Number(last - started) / 5e8);
+          series[bucket] = (series[bucket] ?? 0) + (r.results?.length ?? 0);
+        }
         for (const x of r.results ?? []) {
           if (x.status === "accepted") accepted++;
           else {
@@ -312,6 +319,9 @@ async function main() {
         failed = { non2xx: result.non2xx, errors: result.errors };
       }
       const seconds = Number(last - started) / 1e9;
+      if (process.env.SERIES === "1") {
+        console.error(`bench: answered per half second: ${Array.from(series, (n) => n ?? 0).join(" ")}`);
+      }
       const cpuLoaded = cpuNow();
       const stagesAfter = await stageTotals(port);
       // Mean ms per request in each admission stage over the load (machinepay_admission_stage_seconds).
