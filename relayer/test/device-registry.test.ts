@@ -168,4 +168,37 @@ describe("untouched devices known from the events (hardhat node, relayer, SQLite
       ["accepted", undefined],
     ]);
   });
+
+  it("forgets devices whose assignment a reorg took off the chain; their payments are judged by the chain", async () => {
+    const node = (method: string, params: unknown[] = []) =>
+      chain.client.request({ method: method as never, params: params as never });
+    const snapshot = await node("evm_snapshot");
+    const gone = await chain.fleet(3);
+    const want = gone.devices.map(() => gone.policyId);
+    expect(await registryAnswers(addresses(gone.devices), want)).to.deep.equal(want);
+    await node("evm_revert", [snapshot]);
+    for (let i = 0; i < 4; i++) await node("evm_mine"); // past the events cursor's block: its hash is gone
+    const none = gone.devices.map(() => null);
+    expect(await registryAnswers(addresses(gone.devices), none)).to.deep.equal(none);
+    const payment: Payment = {
+      payee: PAYEES[0],
+      token: chain.usdc,
+      amount: USDC(1),
+      nonce: 0n,
+      deadline: (await chain.client.getBlock()).timestamp + 900n,
+      maxFee: 0n,
+      ref: ZERO_REF,
+    };
+    const json = toSignedPaymentJson(
+      payment,
+      await signPayment({ signer: gone.devices[0], domain: chain.domain, payment }),
+    );
+    const res = await fetch(`${relayer.url}/v1/payments`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ payments: [json] }),
+    });
+    const [result] = ((await res.json()) as { results: { status: string; reason?: string }[] }).results;
+    expect(result).to.deep.include({ status: "rejected", reason: "UnknownDevice" });
+  });
 });
