@@ -33,7 +33,14 @@ import { keccak256, toHex } from "viem";
 import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from "viem/accounts";
 import { type ApiDeps, buildServer, type OwnerMessageInfo, type Readiness, SharedVerifier } from "../src/api";
 import { ChainClock } from "../src/chain/clock";
-import type { ChainState, DeviceWord, PolicyState, TabState, WithdrawalState } from "../src/chain/state";
+import {
+  type ChainState,
+  type DeviceWord,
+  type PolicyState,
+  type TabState,
+  untouchedWord,
+  type WithdrawalState,
+} from "../src/chain/state";
 import { configSchema, type Deployment, type RelayerConfig } from "../src/config";
 import { Ingest, IngestUnavailableError } from "../src/ingest";
 import { Metrics } from "../src/metrics";
@@ -144,16 +151,7 @@ class ChainModel implements ChainState {
   /** A new device key registered under `policyId`. */
   device_(policyId: number, over: Partial<DeviceWord> = {}): PrivateKeyAccount {
     const account = privateKeyToAccount(generatePrivateKey());
-    this.devices.set(lc(account.address), {
-      policyId,
-      paused: false,
-      periodIndex: 0n,
-      periodSpent: 0n,
-      lifetimeSpent: 0n,
-      nonceTop: 0n,
-      nonceWindow: 0n,
-      ...over,
-    });
+    this.devices.set(lc(account.address), { ...untouchedWord(policyId), ...over });
     return account;
   }
 }

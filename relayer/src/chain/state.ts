@@ -17,6 +17,17 @@ export type DeviceWord = {
   nonceWindow: bigint;
 };
 
+/** The word of a device assigned to `policyId` that nothing has written since: no counters, no nonces. */
+export const untouchedWord = (policyId: number): DeviceWord => ({
+  policyId,
+  paused: false,
+  periodIndex: 0n,
+  periodSpent: 0n,
+  lifetimeSpent: 0n,
+  nonceTop: 0n,
+  nonceWindow: 0n,
+});
+
 export type PolicyState = {
   owner: Address;
   epoch: number;
@@ -244,15 +255,7 @@ export class CachedChainState implements ChainState {
     if (this.untouched && !chainOnly) {
       const policyId = await this.untouchedPolicy(device).catch(() => null);
       if (policyId !== null) {
-        return {
-          policyId,
-          paused: false,
-          periodIndex: 0n,
-          periodSpent: 0n,
-          lifetimeSpent: 0n,
-          nonceTop: 0n,
-          nonceWindow: 0n,
-        };
+        return untouchedWord(policyId);
       }
     }
     const d = await this.read<{

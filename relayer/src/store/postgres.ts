@@ -928,13 +928,11 @@ export class PostgresStore implements Store {
       }
       rules.assertBatchable(b, (id) => candidates.get(id));
       // The batch may write its devices' words from now on: none of them is known untouched any more.
-      const devices = [...new Set([...candidates.values()].map((r) => (r as { device?: string }).device!))];
-      if (devices.length > 0) {
-        await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE device = ANY($2::text[]) AND fresh", [
-          now,
-          devices.sort(),
-        ]);
-      }
+      await this.touchDevices(
+        c,
+        [...candidates.values()].map((r) => (r as { device?: string }).device!),
+        now,
+      );
       if (b.messageId !== null) {
         rules.assertMessageBatchable(
           { messageId: b.messageId, kind: b.kind },
@@ -1229,13 +1227,11 @@ export class PostgresStore implements Store {
     // Touches first (they clear existing rows), then assignments (a row they insert is fresh if no
     // touch followed; an existing fresh row moves to a newer assignment's policy). Device order: lock order.
     const effects = rules.deviceEffects(range.events).sort((a, b) => (a.device < b.device ? -1 : 1));
-    const touched = effects.filter((e) => e.touched).map((e) => e.device);
-    if (touched.length > 0) {
-      await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE device = ANY($2::text[]) AND fresh", [
-        now,
-        touched,
-      ]);
-    }
+    await this.touchDevices(
+      c,
+      effects.filter((e) => e.touched).map((e) => e.device),
+      now,
+    );
     const assigned = effects.filter((e) => e.assigned);
     if (assigned.length > 0) {
       await c.query(
@@ -1263,6 +1259,15 @@ export class PostgresStore implements Store {
        WHERE cursors.block_number < excluded.block_number`,
       [REGISTRY_CURSOR, to, now],
     );
+  }
+
+  /** Devices whose word may now be written: not known untouched any more (rows that exist; locked in device order). */
+  private async touchDevices(c: ClientBase, devices: readonly string[], now: number): Promise<void> {
+    if (devices.length === 0) return;
+    await c.query("UPDATE devices SET fresh = false, updated_at = $1 WHERE device = ANY($2::text[]) AND fresh", [
+      now,
+      [...new Set(devices)].sort(),
+    ]);
   }
 
   async untouchedDevices(devices: readonly Hex[]): Promise<(number | null)[]> {

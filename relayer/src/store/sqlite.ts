@@ -502,8 +502,7 @@ export class SqliteStore implements Store {
         member.run(id, position, itemId);
       });
       // The batch may write its devices' words from now on: none of them is known untouched any more.
-      const touch = this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE device = ? AND fresh = 1");
-      for (const device of devices) touch.run(now, device);
+      this.touchDevices(devices, now);
       if (b.messageId !== null) this.setMessageSync(b.messageId, "submitted", now);
       return id;
     });
@@ -734,8 +733,10 @@ export class SqliteStore implements Store {
     // Touches first (they clear existing rows), then assignments (a row they insert is fresh if no
     // touch followed; an existing fresh row moves to a newer assignment's policy).
     const effects = rules.deviceEffects(range.events);
-    const touch = this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE device = ? AND fresh = 1");
-    for (const e of effects) if (e.touched) touch.run(now, e.device);
+    this.touchDevices(
+      effects.filter((e) => e.touched).map((e) => e.device),
+      now,
+    );
     const assign = this.sql(
       `INSERT INTO devices (device, fresh, policy_id, block_number, log_index, updated_at) VALUES (?, ?, ?, ?, ?, ?)
        ON CONFLICT (device) DO UPDATE SET policy_id = excluded.policy_id, block_number = excluded.block_number,
@@ -755,6 +756,12 @@ export class SqliteStore implements Store {
        ON CONFLICT (name) DO UPDATE SET block_number = excluded.block_number, updated_at = excluded.updated_at
        WHERE cursors.block_number < excluded.block_number`,
     ).run(REGISTRY_CURSOR, to, now);
+  }
+
+  /** Devices whose word may now be written: not known untouched any more (rows that exist). */
+  private touchDevices(devices: Iterable<string>, now: number): void {
+    const touch = this.sql("UPDATE devices SET fresh = 0, updated_at = ? WHERE device = ? AND fresh = 1");
+    for (const device of devices) touch.run(now, device);
   }
 
   async untouchedDevices(devices: readonly Hex[]): Promise<(number | null)[]> {
